@@ -1,0 +1,32 @@
+"""Callables for JIT functions that refuse to run code that was removed."""
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Sequence
+
+from .errors import SessionClosedError
+
+
+class Function:
+    """A ctypes function pointer bound to the unit that defines it.
+
+    Calling it after the unit is removed raises instead of jumping into freed
+    memory.  The GIL is released during the call, like any ctypes call.
+    """
+
+    __slots__ = ("name", "address", "_unit", "_fn", "__weakref__")
+
+    def __init__(self, name: str, address: int, unit, restype: Any, argtypes: Sequence[Any]):
+        self.name = name
+        self.address = address
+        self._unit = unit
+        self._fn = ctypes.CFUNCTYPE(restype, *argtypes)(address)
+
+    def __call__(self, *args: Any) -> Any:
+        unit = self._unit
+        if unit is not None and not unit.alive:
+            raise SessionClosedError(f"{self.name}: its unit {unit.name!r} was removed; the code is gone")
+        return self._fn(*args)
+
+    def __repr__(self) -> str:
+        return f"<hotlink.Function {self.name} at {self.address:#x}>"

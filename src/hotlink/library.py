@@ -1,0 +1,180 @@
+"""Libraries (namespaces of symbols with a link order) and units (what one
+``add`` brought in, the unit of removal)."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from . import platform
+from .archive import Archive, is_archive
+from .call import Function
+from .elf import ObjectFile, is_elf
+from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
+from .linker import Job
+from .tables import release_all
+
+if TYPE_CHECKING:
+    from .session import Session
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+
+class Unit:
+    """What one ``Library.add`` brought in; removable on its own."""
+
+    __slots__ = ("name", "library", "alive", "seq", "_symbols", "_blocks", "_got", "_stubs",
+                 "_frames", "_handlers", "_dso", "_atexit", "_deps", "_users", "_archive",
+                 "_members", "_comdats", "__weakref__")
+
+    def __init__(self, library: Library, name: str, seq: int, archive: Archive | None = None):
+        self.name = name
+        self.library = library
+        self.alive = True
+        self.seq = seq
+        self._symbols: list[str] = []
+        self._blocks: list[tuple[int, int, int]] = []
+        self._got: list[int] = []
+        self._stubs: list[int] = []
+        self._frames: list[int] = []
+        self._handlers: list = []
+        self._dso = 0
+        self._atexit = 0
+        self._deps: set[Unit] = set()
+        self._users: set[Unit] = set()
+        self._archive = archive
+        self._members: set[int] = set()
+        self._comdats: list[str] = []
+
+    @property
+    def symbols(self) -> list[str]:
+        """The names this unit defines (for an archive: of the members pulled so far)."""
+        return list(self._symbols)
+
+    @property
+    def dependents(self) -> list[Unit]:
+        return sorted(self._users, key=lambda u: u.seq)
+
+    def remove(self, cascade: bool = False) -> None:
+        """Unload this unit: destructors, unwind info, symbols, memory."""
+        session = self.library.session
+        with session._lock:
+            if not self.alive:
+                raise SessionClosedError(f"unit {self.name!r} was already removed")
+            users = [u for u in self._users if u.alive]
+            if users and not cascade:
+                names = ", ".join(f"{u.library.name}:{u.name}" for u in sorted(users, key=lambda u: u.seq))
+                raise DependencyError(f"cannot remove unit {self.name!r}: still used by {names} "
+                                      f"(remove those first, or pass cascade=True)")
+            for u in sorted(users, key=lambda u: -u.seq):
+                if u.alive:
+                    u.remove(cascade=True)
+            session._unload(self)
+
+    def __repr__(self) -> str:
+        state = "" if self.alive else " removed"
+        return f"<hotlink.Unit {self.library.name}:{self.name}{state}>"
+
+
+def read_source(source: Source) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "<bytes>"
+    path = os.fspath(source)
+    with open(path, "rb") as f:
+        return f.read(), path
+
+
+class Library:
+    """A namespace of symbols: what its units define, searched before its link order."""
+
+    def __init__(self, session: Session, name: str, link_order: Sequence[Library] = (),
+                 patchable: bool = False):
+        self.session = session
+        self.name = name
+        self.link_order = tuple(link_order)
+        self.patchable = patchable
+        self.alive = True
+        self._symbols: dict[str, tuple[int, Unit | None, int, int]] = {}
+        self._lazy: dict[str, tuple[Unit, int]] = {}
+        self._comdats: dict[str, Unit] = {}
+        self._units: list[Unit] = []
+
+    @property
+    def units(self) -> list[Unit]:
+        return list(self._units)
+
+    def _check(self) -> None:
+        if not self.alive:
+            raise SessionClosedError(f"library {self.name!r} was removed")
+        self.session._check()
+
+    def add(self, source: Source, *, name: str | None = None) -> Unit:
+        """Link an object (``.o``), archive (``.a``) from a path or bytes; returns its unit."""
+        data, origin = read_source(source)
+        session = self.session
+        with session._lock:
+            self._check()
+            uname = name or (os.path.basename(origin) if origin != "<bytes>" else f"unit{session._seq + 1}")
+            if is_archive(data):
+                archive = Archive(data, uname)
+                unit = session._new_unit(self, uname, archive)
+                for sym, off in archive.index.items():
+                    self._lazy.setdefault(sym, (unit, off))
+                self._units.append(unit)
+                return unit
+            if not is_elf(data):
+                raise LinkError(f"{uname}: not an ELF object or an ar archive (LLVM IR and C need a front end)")
+            obj = ObjectFile(data, uname)
+            unit = session._new_unit(self, uname)
+            try:
+                job = Job(session)
+                job.add(obj, unit)
+                job.run()
+            except BaseException:
+                session._forget(unit)
+                raise
+            self._units.append(unit)
+            return unit
+
+    def address(self, symbol: str) -> int:
+        """Address of ``symbol`` defined in this library, pulling archive members if needed."""
+        d = self._symbols.get(symbol)
+        if d is None:
+            d = self._pull(symbol)
+        return d[0]
+
+    def _definition(self, symbol: str):
+        d = self._symbols.get(symbol)
+        return d if d is not None else self._pull(symbol)
+
+    def _pull(self, symbol: str):
+        session = self.session
+        with session._lock:
+            self._check()
+            d = self._symbols.get(symbol)
+            if d is not None:
+                return d
+            z = self._lazy.get(symbol)
+            if z is None:
+                raise SymbolNotFoundError(f"library {self.name!r} does not define {symbol!r}")
+            job = Job(session)
+            job.pull(*z)
+            job.run()
+            d = self._symbols.get(symbol)
+            if d is None:
+                raise SymbolNotFoundError(
+                    f"library {self.name!r}: archive member pulled for {symbol!r} does not define it")
+            return d
+
+    def function(self, symbol: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Function:
+        """A callable for ``symbol``; it raises once the defining unit is removed."""
+        d = self._definition(symbol)
+        return Function(symbol, d[0], d[1], restype, argtypes)
+
+    def remove(self) -> None:
+        self.session.remove_library(self)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self._symbols or symbol in self._lazy
+
+    def __repr__(self) -> str:
+        return f"<hotlink.Library {self.name!r} units={len(self._units)}>"

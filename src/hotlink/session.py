@@ -1,0 +1,267 @@
+"""The session: the arena, the libraries, and symbol resolution outside them."""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import ctypes.util
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from . import platform
+from .arena import POOL_NAMES, Arena
+from .errors import LinkError, SessionClosedError
+from .library import Library, Unit
+from .tables import Tables, release_all
+
+_libc = ctypes.CDLL(None)
+_dlsym = _libc.dlsym
+_dlsym.restype = ctypes.c_void_p
+_dlsym.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+
+_open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    for s in list(_open_sessions):
+        s.close()
+
+
+@dataclass
+class LibraryMemory:
+    units: int = 0
+    used: int = 0
+    symbols: int = 0
+
+
+@dataclass
+class MemoryStats:
+    """Arena figures in bytes: ``mapped`` (chunks handed to pools), ``used``
+    (allocated blocks), ``retired`` (removed but not yet freed), ``resident``
+    (pages the arena's memfd holds), and per library."""
+    mapped: int = 0
+    used: int = 0
+    retired: int = 0
+    resident: int = 0
+    pools: dict[str, tuple[int, int]] = field(default_factory=dict)
+    got_entries: int = 0
+    stubs: int = 0
+    libraries: dict[str, LibraryMemory] = field(default_factory=dict)
+
+
+class Session:
+    """Owns the code arena, the libraries and symbol resolution.
+
+    ``close()`` (or leaving a ``with`` block) unloads everything, newest unit first.
+    """
+
+    def __init__(self, *, arena_size: int = 1 << 30):
+        self._lock = threading.RLock()
+        self._arena = Arena(arena_size)
+        self._tables = Tables(self._arena)
+        self._libraries: dict[str, Library] = {}
+        self._defines: dict[str, int] = {}
+        self._shared: list[tuple[str, Any]] = []
+        self._process_cache: dict[str, int] = {}
+        self._units: dict[int, Unit] = {}    # seq -> live unit, in load order
+        self._seq = 0
+        self._closed = False
+        _open_sessions.add(self)
+
+    # --- context manager --------------------------------------------------
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise SessionClosedError("the session is closed")
+
+    # --- libraries --------------------------------------------------------
+
+    def library(self, name: str, *, link_order: Sequence[Library] = (), patchable: bool = False) -> Library:
+        """Create a library; names are unique among live libraries."""
+        with self._lock:
+            self._check()
+            if name in self._libraries:
+                raise LinkError(f"a library named {name!r} already exists in this session")
+            for lib in link_order:
+                if lib.session is not self or not lib.alive:
+                    raise LinkError(f"link order of {name!r}: {lib.name!r} is not a live library of this session")
+            lib = Library(self, name, link_order, patchable)
+            self._libraries[name] = lib
+            return lib
+
+    @property
+    def libraries(self) -> dict[str, Library]:
+        return dict(self._libraries)
+
+    def remove_library(self, lib: Library) -> None:
+        """Remove every unit of ``lib`` (newest first); its name becomes free."""
+        with self._lock:
+            self._check()
+            if not lib.alive:
+                raise SessionClosedError(f"library {lib.name!r} was already removed")
+            for other in self._libraries.values():
+                if other is not lib and lib in other.link_order:
+                    raise LinkError(f"library {lib.name!r} is in the link order of {other.name!r}")
+            mine = set(lib._units)
+            for unit in reversed(lib._units):
+                outside = [u for u in unit._users if u.alive and u not in mine]
+                if outside:
+                    from .errors import DependencyError
+                    raise DependencyError(
+                        f"cannot remove library {lib.name!r}: unit {unit.name!r} is used by "
+                        + ", ".join(f"{u.library.name}:{u.name}" for u in outside))
+            for unit in sorted(lib._units, key=lambda u: -u.seq):
+                if unit.alive:
+                    self._unload(unit)
+            lib.alive = False
+            del self._libraries[lib.name]
+
+    # --- external symbols -------------------------------------------------
+
+    def define(self, mapping: Mapping[str, int]) -> None:
+        """Absolute symbols visible to every library (searched after the link order)."""
+        with self._lock:
+            self._check()
+            for name, addr in mapping.items():
+                if not isinstance(addr, int):
+                    raise TypeError(f"define: address of {name!r} must be an int, not {type(addr).__name__}")
+                self._defines[name] = addr
+
+    def load_shared(self, name_or_path: str) -> None:
+        """Also search this shared object (after defines, before the process)."""
+        with self._lock:
+            self._check()
+            path = name_or_path
+            if os.sep not in path and not path.startswith("lib"):
+                path = ctypes.util.find_library(path) or path
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+            except OSError as e:
+                raise LinkError(f"load_shared: cannot load {name_or_path!r}: {e}") from None
+            self._shared.append((path, lib))
+
+    def _external(self, name: str) -> int | None:
+        """Defines, then shared objects, then the process (dlsym RTLD_DEFAULT)."""
+        addr = self._defines.get(name)
+        if addr is not None:
+            return addr
+        addr = self._process_cache.get(name)
+        if addr is not None:
+            return addr
+        bname = name.encode("utf-8", "surrogateescape")
+        for _, lib in self._shared:
+            addr = _dlsym(lib._handle, bname)
+            if addr:
+                self._process_cache[name] = addr
+                return addr
+        addr = _dlsym(None, bname)
+        if addr:
+            self._process_cache[name] = addr
+            return addr
+        return None
+
+    # --- units ------------------------------------------------------------
+
+    def _new_unit(self, lib: Library, name: str, archive=None) -> Unit:
+        self._seq += 1
+        unit = Unit(lib, name, self._seq, archive)
+        self._units[self._seq] = unit
+        return unit
+
+    def _forget(self, unit: Unit) -> None:
+        self._units.pop(unit.seq, None)
+
+    def _unload(self, unit: Unit) -> None:
+        """Tear one unit down; the caller holds the lock and checked dependencies."""
+        unit.alive = False
+        lib = unit.library
+        try:
+            platform.run_finalizers(unit._handlers)
+        finally:
+            for addr in unit._frames:
+                platform.deregister_frames(addr)
+            table = lib._symbols
+            for name in unit._symbols:
+                d = table.get(name)
+                if d is not None and d[1] is unit:
+                    del table[name]
+            if unit._archive is not None:
+                lazy = lib._lazy
+                for name, off in unit._archive.index.items():
+                    if lazy.get(name) == (unit, off):
+                        del lazy[name]
+            for sig in unit._comdats:
+                if lib._comdats.get(sig) is unit:
+                    del lib._comdats[sig]
+            for dep in unit._deps:
+                dep._users.discard(unit)
+            if unit._dso:
+                platform.unbind_dso(unit._dso)
+            release_all(self._tables, unit._got, unit._stubs)
+            pools = self._arena.pools
+            for pool, addr, size in unit._blocks:
+                pools[pool].free(addr, size)
+            unit._blocks = unit._got = unit._stubs = unit._frames = []
+            unit._symbols, unit._deps = [], set()
+            if unit in lib._units:
+                lib._units.remove(unit)
+            self._forget(unit)
+
+    # --- state --------------------------------------------------------------
+
+    def memory(self) -> MemoryStats:
+        with self._lock:
+            arena = self._arena
+            stats = MemoryStats()
+            for name, pool in zip(POOL_NAMES, arena.pools):
+                stats.pools[name] = (pool.mapped, pool.used)
+                stats.mapped += pool.mapped
+                stats.used += pool.used
+            stats.resident = arena.resident() if not self._closed else 0
+            stats.got_entries = len(self._tables.got_table.entries)
+            stats.stubs = len(self._tables.stub_table.entries)
+            for name, lib in self._libraries.items():
+                m = LibraryMemory(units=len(lib._units), symbols=len(lib._symbols))
+                for u in lib._units:
+                    m.used += sum(size for _, _, size in u._blocks)
+                stats.libraries[name] = m
+            return stats
+
+    def synchronize(self, timeout: float | None = None) -> bool:
+        """Wait until everything retired is freed.  Nothing is retired yet
+        without patchable libraries, so this returns True at once."""
+        return True
+
+    def close(self) -> None:
+        """Unload every unit newest first (running destructors), then unmap the arena."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                for seq in sorted(self._units, reverse=True):
+                    unit = self._units.get(seq)
+                    if unit is not None and unit.alive:
+                        self._unload(unit)
+            finally:
+                for lib in self._libraries.values():
+                    lib.alive = False
+                self._libraries.clear()
+                self._closed = True
+                self._arena.close()
+                _open_sessions.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<hotlink.Session libraries={list(self._libraries)}{' closed' if self._closed else ''}>"
