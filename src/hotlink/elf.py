@@ -3,20 +3,25 @@
 Only what a JIT linker needs: section headers, the symbol table, RELA
 relocations and COMDAT groups.  Every offset, size and index read from the
 file is checked before use; anything inconsistent raises
-MalformedObjectError naming the object and the offending item.  ``struct``
-does the decoding, which keeps a 1 KiB object in the microseconds.
+MalformedObjectError naming the object and the offending item.
+
+Tables are decoded with one ``struct`` call each and kept as columns (one
+tuple per field) so that the checks run in C (``max``, set inclusion) and a
+1 KiB object parses in a few microseconds.  Names are decoded only for
+allocated sections and global symbols, the ones a link looks at.
 """
 from __future__ import annotations
 
 import struct
+from operator import add
 from typing import NamedTuple
 
 from .errors import MalformedObjectError
 
 # Section types and flags (gABI).
 SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA = 0, 1, 2, 3, 4
-SHT_NOBITS, SHT_REL, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 8, 9, 14, 15, 16
-SHT_GROUP, SHT_SYMTAB_SHNDX = 17, 18
+SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_INIT_ARRAY, SHT_FINI_ARRAY = 7, 8, 9, 14, 15
+SHT_PREINIT_ARRAY, SHT_GROUP, SHT_SYMTAB_SHNDX = 16, 17, 18
 SHT_X86_64_UNWIND = 0x70000001
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_GROUP, SHF_TLS = 0x1, 0x2, 0x4, 0x200, 0x400
 SHF_EXCLUDE = 0x80000000
@@ -33,10 +38,9 @@ EM_X86_64 = 62
 ET_REL = 1
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_SYM = struct.Struct("<IBBHQQ")
-_RELA = struct.Struct("<QQq")
-_MAX_ALIGN = 1 << 20
+_SHDR = "IIQQQQIIQQ"
+_SYM = "IBBHQQ"
+_VALID_ALIGN = frozenset([0] + [1 << i for i in range(21)])
 
 
 class Section(NamedTuple):
@@ -59,7 +63,7 @@ class Symbol(NamedTuple):
     bind: int
     type: int
     visibility: int
-    shndx: int  # resolved through SHT_SYMTAB_SHNDX when it was SHN_XINDEX
+    shndx: int
 
 
 class Group(NamedTuple):
@@ -72,10 +76,26 @@ def is_elf(data: bytes) -> bool:
     return data[:4] == b"\x7fELF"
 
 
-class ObjectFile:
-    """One parsed relocatable object.  ``name`` is used in error messages."""
+def _cstr(table: bytes, off: int) -> str | None:
+    end = table.find(b"\0", off)
+    return None if end < 0 else table[off:end].decode("utf-8", "surrogateescape")
 
-    __slots__ = ("name", "data", "sections", "symbols", "groups", "relocations", "symtab_index")
+
+class ObjectFile:
+    """One parsed relocatable object.  ``name`` is used in error messages.
+
+    Section columns: ``sh_type``, ``sh_flags``, ``sh_offset``, ``sh_size``,
+    ``sh_link``, ``sh_info``, ``sh_align`` (tuples indexed by section).
+    Symbol columns: ``sym_name`` (globals only; locals ``""`` until asked
+    with ``symbol_name``), ``sym_value``, ``sym_size``, ``sym_bind``,
+    ``sym_type``, ``sym_vis``, ``sym_shndx``; ``first_global`` is the first
+    non-local symbol index.
+    """
+
+    __slots__ = ("name", "data", "shnum", "sh_name", "sh_type", "sh_flags", "sh_offset", "sh_size",
+                 "sh_link", "sh_info", "sh_align", "_shstrtab", "_names", "symtab_index",
+                 "sym_name", "sym_value", "sym_size", "sym_bind", "sym_type", "sym_vis",
+                 "sym_shndx", "first_global", "_strtab", "_rela", "_relocs", "groups")
 
     def __init__(self, data: bytes, name: str = "<object>"):
         self.name = name
@@ -93,149 +113,223 @@ class ObjectFile:
             raise MalformedObjectError(f"{name}: machine {machine} is not x86-64 (62)")
         if e_type != ET_REL:
             raise MalformedObjectError(f"{name}: ELF type {e_type} is not a relocatable object (ET_REL)")
-        if shoff == 0:
-            raise MalformedObjectError(f"{name}: no section header table")
         if shentsize != 64:
             raise MalformedObjectError(f"{name}: section header size {shentsize}, expected 64")
-        if shoff + 64 > n:
-            raise MalformedObjectError(f"{name}: section header table at offset {shoff:#x} lies past the end ({n:#x})")
+        if shoff == 0 or shoff + 64 > n:
+            raise MalformedObjectError(f"{name}: section header table offset {shoff:#x} is outside the file ({n:#x})")
         if shnum == 0 or shstrndx == SHN_XINDEX:  # extended numbering lives in section 0
-            _, _, _, _, _, size0, link0, _, _, _ = _SHDR.unpack_from(data, shoff)
+            size0, link0 = struct.unpack_from("<QI", data, shoff + 32)
             shnum = shnum or size0
             if shstrndx == SHN_XINDEX:
                 shstrndx = link0
-        if shoff + shnum * 64 > n:
+        if shnum == 0 or shoff + shnum * 64 > n:
             raise MalformedObjectError(
                 f"{name}: {shnum} section headers at offset {shoff:#x} run past the end of the file ({n:#x})")
-        raw = list(_SHDR.iter_unpack(data[shoff:shoff + shnum * 64]))
-        if shstrndx >= shnum:
-            raise MalformedObjectError(f"{name}: section name table index {shstrndx} out of range ({shnum} sections)")
-        s_name, s_type, _, _, s_off, s_size, *_ = raw[shstrndx]
-        if s_type == SHT_NOBITS or s_off + s_size > n:
-            raise MalformedObjectError(f"{name}: section name table (section {shstrndx}) lies outside the file")
-        shstrtab = data[s_off:s_off + s_size]
-        sections = []
-        append = sections.append
-        for i, (sh_name, sh_type, sh_flags, _addr, sh_offset, sh_size, sh_link, sh_info,
-                sh_align, sh_entsize) in enumerate(raw):
-            end = shstrtab.find(b"\0", sh_name)
-            if end < 0:
-                raise MalformedObjectError(f"{name}: section {i} has a name offset {sh_name:#x} outside the name table")
-            sname = shstrtab[sh_name:end].decode("utf-8", "surrogateescape")
-            if sh_type != SHT_NOBITS and sh_type != SHT_NULL and sh_offset + sh_size > n:
-                raise MalformedObjectError(
-                    f"{name}: section {sname!r} (index {i}) at offset {sh_offset:#x} size {sh_size:#x} "
-                    f"runs past the end of the file ({n:#x})")
-            if sh_align & (sh_align - 1) or sh_align > _MAX_ALIGN:
-                raise MalformedObjectError(f"{name}: section {sname!r} has invalid alignment {sh_align}")
-            append(Section(i, sname, sh_type, sh_flags, sh_offset, sh_size, sh_link, sh_info,
-                           sh_align or 1, sh_entsize))
-        self.sections = sections
-        self.symtab_index = 0
-        self.symbols: list[Symbol] = []
+        flat = struct.unpack_from("<" + _SHDR * shnum, data, shoff)
+        self.shnum = shnum
+        self.sh_name = flat[0::10]
+        self.sh_type = types = flat[1::10]
+        self.sh_flags = flat[2::10]
+        self.sh_offset = flat[4::10]
+        self.sh_size = flat[5::10]
+        self.sh_link = flat[6::10]
+        self.sh_info = flat[7::10]
+        self.sh_align = flat[8::10]
+        if max(map(add, self.sh_offset, self.sh_size)) > n:   # slow path only when something is off
+            for i in range(shnum):
+                if types[i] not in (SHT_NOBITS, SHT_NULL) and self.sh_offset[i] + self.sh_size[i] > n:
+                    raise MalformedObjectError(
+                        f"{name}: section {i} at offset {self.sh_offset[i]:#x} size {self.sh_size[i]:#x} "
+                        f"runs past the end of the file ({n:#x})")
+        if not _VALID_ALIGN.issuperset(self.sh_align):
+            bad = next(i for i, a in enumerate(self.sh_align) if a not in _VALID_ALIGN)
+            raise MalformedObjectError(f"{name}: section {bad} has invalid alignment {self.sh_align[bad]}")
+        if shstrndx >= shnum or types[shstrndx] != SHT_STRTAB:
+            raise MalformedObjectError(f"{name}: section name table index {shstrndx} is not a string table")
+        off = self.sh_offset[shstrndx]
+        self._shstrtab = data[off:off + self.sh_size[shstrndx]]
+        self._names: dict[int, str] = {}
+        self._relocs: dict[int, list[tuple[int, int, int, int]]] = {}
         self.groups: list[Group] = []
-        self.relocations: dict[int, list[tuple[int, int, int, int]]] = {}
-        for sec in sections:
-            if sec.type == SHT_SYMTAB:
-                if self.symtab_index:
-                    raise MalformedObjectError(f"{name}: more than one symbol table")
-                self.symtab_index = sec.index
-                self._read_symbols(sec)
-        for sec in sections:
-            t = sec.type
-            if t == SHT_RELA:
-                self._read_relocations(sec)
-            elif t == SHT_REL:
-                raise MalformedObjectError(f"{name}: section {sec.name!r} uses REL relocations; x86-64 objects use RELA")
-            elif t == SHT_GROUP:
-                self._read_group(sec)
+        self.symtab_index = 0
+        self.sym_name = self.sym_value = self.sym_size = self.sym_bind = ()
+        self.sym_type = self.sym_vis = self.sym_shndx = ()
+        self.first_global = 0
+        if SHT_SYMTAB in types:
+            if types.count(SHT_SYMTAB) > 1:
+                raise MalformedObjectError(f"{name}: more than one symbol table")
+            self._read_symbols(types.index(SHT_SYMTAB))
+        if SHT_REL in types:
+            raise MalformedObjectError(
+                f"{name}: section {self.section_name(types.index(SHT_REL))!r} uses REL relocations; x86-64 uses RELA")
+        self._rela: dict[int, list[int]] = {}
+        if SHT_RELA in types:
+            for i, t in enumerate(types):
+                if t == SHT_RELA:
+                    self._check_rela(i)
+        if SHT_GROUP in types:
+            for i, t in enumerate(types):
+                if t == SHT_GROUP:
+                    self._read_group(i)
 
-    def _read_symbols(self, sec: Section) -> None:
-        name, data, sections = self.name, self.data, self.sections
-        if sec.size % 24 or (sec.entsize and sec.entsize != 24):
-            raise MalformedObjectError(f"{name}: symbol table size {sec.size} is not a multiple of 24")
-        if sec.link >= len(sections) or sections[sec.link].type != SHT_STRTAB:
-            raise MalformedObjectError(f"{name}: symbol table links to section {sec.link}, which is not a string table")
-        st = sections[sec.link]
-        strtab = data[st.offset:st.offset + st.size]
-        xindex = None
-        nsec = len(sections)
-        out = []
-        append = out.append
-        for i, (st_name, info, other, shndx, value, size) in enumerate(
-                _SYM.iter_unpack(data[sec.offset:sec.offset + sec.size])):
-            if st_name:
-                end = strtab.find(b"\0", st_name)
-                if end < 0:
-                    raise MalformedObjectError(f"{name}: symbol {i} has a name offset {st_name:#x} outside the string table")
-                sname = strtab[st_name:end].decode("utf-8", "surrogateescape")
-            else:
-                sname = ""
-            if shndx == SHN_XINDEX:
-                if xindex is None:
-                    xindex = self._xindex_table(sec.index)
-                if i >= len(xindex):
-                    raise MalformedObjectError(f"{name}: symbol {sname!r} has no entry in SHT_SYMTAB_SHNDX")
-                shndx = xindex[i]
-            elif SHN_LORESERVE <= shndx < SHN_ABS or SHN_COMMON < shndx < SHN_XINDEX:
-                raise MalformedObjectError(f"{name}: symbol {sname!r} has reserved section index {shndx:#x}")
-            if shndx >= nsec and shndx != SHN_ABS and shndx != SHN_COMMON:
-                raise MalformedObjectError(f"{name}: symbol {sname!r} refers to section {shndx}, past the last ({nsec - 1})")
-            append(Symbol(sname, value, size, info >> 4, info & 15, other & 3, shndx))
-        self.symbols = out
+    # --- sections --------------------------------------------------------
 
-    def _xindex_table(self, symtab: int) -> tuple[int, ...]:
-        for s in self.sections:
-            if s.type == SHT_SYMTAB_SHNDX and s.link == symtab:
-                return struct.unpack_from(f"<{s.size // 4}I", self.data, s.offset)
-        raise MalformedObjectError(f"{self.name}: a symbol uses SHN_XINDEX but there is no SHT_SYMTAB_SHNDX section")
-
-    def _read_relocations(self, sec: Section) -> None:
-        name = self.name
-        if sec.size % 24 or (sec.entsize and sec.entsize != 24):
-            raise MalformedObjectError(f"{name}: relocation section {sec.name!r} size {sec.size} is not a multiple of 24")
-        if sec.info == 0 or sec.info >= len(self.sections):
-            raise MalformedObjectError(f"{name}: relocation section {sec.name!r} applies to invalid section {sec.info}")
-        if not sec.size:
-            return
-        if sec.link != self.symtab_index or not self.symtab_index:
-            raise MalformedObjectError(f"{name}: relocation section {sec.name!r} does not use the symbol table")
-        nsyms = len(self.symbols)
-        relocs = []
-        append = relocs.append
-        for off, info, addend in _RELA.iter_unpack(self.data[sec.offset:sec.offset + sec.size]):
-            sym = info >> 32
-            if sym >= nsyms:
+    def section_name(self, i: int) -> str:
+        name = self._names.get(i)
+        if name is None:
+            name = _cstr(self._shstrtab, self.sh_name[i])
+            if name is None:
                 raise MalformedObjectError(
-                    f"{name}: relocation at {self.sections[sec.info].name}+{off:#x} names symbol {sym}, "
-                    f"past the last ({nsyms - 1})")
-            append((off, info & 0xFFFFFFFF, sym, addend))
-        if sec.info in self.relocations:
-            self.relocations[sec.info].extend(relocs)
-        else:
-            self.relocations[sec.info] = relocs
+                    f"{self.name}: section {i} has a name offset {self.sh_name[i]:#x} outside the name table")
+            self._names[i] = name
+        return name
 
-    def _read_group(self, sec: Section) -> None:
-        name = self.name
-        if sec.size < 4 or sec.size % 4:
-            raise MalformedObjectError(f"{name}: group section {sec.name!r} has size {sec.size}")
-        if sec.link != self.symtab_index or sec.info >= len(self.symbols):
-            raise MalformedObjectError(f"{name}: group section {sec.name!r} has an invalid signature symbol {sec.info}")
-        words = struct.unpack_from(f"<{sec.size // 4}I", self.data, sec.offset)
-        nsec = len(self.sections)
-        for m in words[1:]:
-            if m == 0 or m >= nsec:
-                raise MalformedObjectError(f"{name}: group section {sec.name!r} lists invalid member section {m}")
-        sig = self.symbols[sec.info]
-        signature = sig.name or (self.sections[sig.shndx].name if sig.type == STT_SECTION and sig.shndx < nsec else "")
-        self.groups.append(Group(signature, bool(words[0] & GRP_COMDAT), tuple(words[1:])))
+    def section(self, i: int) -> Section:
+        return Section(i, self.section_name(i), self.sh_type[i], self.sh_flags[i], self.sh_offset[i],
+                       self.sh_size[i], self.sh_link[i], self.sh_info[i], self.sh_align[i] or 1, 0)
 
-    def section_bytes(self, sec: Section) -> bytes:
-        if sec.type == SHT_NOBITS:
-            return bytes(sec.size)
-        return self.data[sec.offset:sec.offset + sec.size]
+    @property
+    def sections(self) -> list[Section]:
+        return [self.section(i) for i in range(self.shnum)]
+
+    def section_bytes(self, i: int) -> bytes:
+        if self.sh_type[i] == SHT_NOBITS:
+            return bytes(self.sh_size[i])
+        off = self.sh_offset[i]
+        return self.data[off:off + self.sh_size[i]]
+
+    # --- symbols ---------------------------------------------------------
+
+    def _read_symbols(self, si: int) -> None:
+        name, data = self.name, self.data
+        size, link = self.sh_size[si], self.sh_link[si]
+        if size % 24:
+            raise MalformedObjectError(f"{name}: symbol table size {size} is not a multiple of 24")
+        if link >= self.shnum or self.sh_type[link] != SHT_STRTAB:
+            raise MalformedObjectError(f"{name}: symbol table links to section {link}, which is not a string table")
+        self.symtab_index = si
+        count = size // 24
+        flat = struct.unpack_from("<" + _SYM * count, data, self.sh_offset[si])
+        off = self.sh_offset[link]
+        strtab = self._strtab = data[off:off + self.sh_size[link]]
+        names_off = flat[0::6]
+        info = flat[1::6]
+        self.sym_bind = bind = tuple([i >> 4 for i in info])
+        self.sym_type = tuple([i & 15 for i in info])
+        self.sym_vis = tuple([o & 3 for o in flat[2::6]])
+        shndx = flat[3::6]
+        self.sym_value = flat[4::6]
+        self.sym_size = flat[5::6]
+        nsec = self.shnum
+        if count and max(shndx) >= nsec:
+            fixed = list(shndx)
+            for i, x in enumerate(shndx):
+                if x < nsec or x == SHN_ABS or x == SHN_COMMON:
+                    continue
+                if x == SHN_XINDEX:
+                    x = fixed[i] = self._xindex(si, i)
+                    if x < nsec:
+                        continue
+                raise MalformedObjectError(
+                    f"{name}: symbol {i} refers to section {x:#x}, past the last ({nsec - 1})")
+            shndx = tuple(fixed)
+        self.sym_shndx = shndx
+        if count and max(names_off) >= max(len(strtab), 1):
+            i = next(i for i, o in enumerate(names_off) if o >= len(strtab) and o)
+            raise MalformedObjectError(f"{name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
+        # locals come first (sh_info is the first global), but trust nothing
+        first = self.sh_info[si]
+        if first > count or any(b == STB_LOCAL for b in bind[first:]):
+            first = next((i for i in range(count) if bind[i] != STB_LOCAL), count)
+            if any(b == STB_LOCAL for b in bind[first:]):
+                raise MalformedObjectError(f"{name}: local symbols follow global ones in the symbol table")
+        self.first_global = first
+        names = [""] * first
+        for o in names_off[first:]:
+            s = _cstr(strtab, o) if o else ""
+            if s is None:
+                raise MalformedObjectError(f"{name}: a symbol name at {o:#x} is not terminated")
+            names.append(s)
+        self.sym_name = names
+
+    def _xindex(self, symtab: int, i: int) -> int:
+        for s in range(self.shnum):
+            if self.sh_type[s] == SHT_SYMTAB_SHNDX and self.sh_link[s] == symtab:
+                if (i + 1) * 4 > self.sh_size[s]:
+                    break
+                return struct.unpack_from("<I", self.data, self.sh_offset[s] + 4 * i)[0]
+        raise MalformedObjectError(f"{self.name}: symbol {i} uses SHN_XINDEX without an SHT_SYMTAB_SHNDX entry")
+
+    def symbol_name(self, i: int) -> str:
+        """Any symbol's name, locals included; section symbols are named after their section."""
+        if i >= self.first_global:
+            return self.sym_name[i]
+        if self.sym_type[i] == STT_SECTION and self.sym_shndx[i] < self.shnum:
+            return self.section_name(self.sym_shndx[i])
+        off = struct.unpack_from("<I", self.data, self.sh_offset[self.symtab_index] + 24 * i)[0]
+        return (_cstr(self._strtab, off) or f"symbol {i}") if off else f"symbol {i}"
+
+    def symbol(self, i: int) -> Symbol:
+        return Symbol(self.symbol_name(i), self.sym_value[i], self.sym_size[i], self.sym_bind[i],
+                      self.sym_type[i], self.sym_vis[i], self.sym_shndx[i])
+
+    @property
+    def symbols(self) -> list[Symbol]:
+        return [self.symbol(i) for i in range(len(self.sym_bind))]
 
     def defined_globals(self) -> list[str]:
         """Names this object offers to others (used to index archive members)."""
-        return [s.name for s in self.symbols
-                if s.bind != STB_LOCAL and s.shndx != SHN_UNDEF and s.name]
+        shndx, names = self.sym_shndx, self.sym_name
+        return [names[i] for i in range(self.first_global, len(names)) if shndx[i] and names[i]]
+
+    # --- relocations -----------------------------------------------------
+
+    def _check_rela(self, r: int) -> None:
+        name, size, target = self.name, self.sh_size[r], self.sh_info[r]
+        if size % 24:
+            raise MalformedObjectError(
+                f"{name}: relocation section {self.section_name(r)!r} size {size} is not a multiple of 24")
+        if target == 0 or target >= self.shnum:
+            raise MalformedObjectError(
+                f"{name}: relocation section {self.section_name(r)!r} applies to invalid section {target}")
+        if size and (self.sh_link[r] != self.symtab_index or not self.symtab_index):
+            raise MalformedObjectError(f"{name}: relocation section {self.section_name(r)!r} does not use the symbol table")
+        if size:
+            self._rela.setdefault(target, []).append(r)
+
+    def relocations(self, target: int) -> list[tuple[int, int, int, int]]:
+        """RELA entries (offset, type, symbol index, addend) that apply to section ``target``."""
+        relocs = self._relocs.get(target)
+        if relocs is None:
+            relocs = []
+            nsyms = len(self.sym_bind)
+            for r in self._rela.get(target, ()):
+                count = self.sh_size[r] // 24
+                flat = struct.unpack_from("<" + "QQq" * count, self.data, self.sh_offset[r])
+                info = flat[1::3]
+                if max(info) >> 32 >= nsyms:
+                    i = next(i for i, x in enumerate(info) if x >> 32 >= nsyms)
+                    raise MalformedObjectError(
+                        f"{self.name}: relocation {i} of {self.section_name(r)!r} names symbol {info[i] >> 32}, "
+                        f"past the last ({nsyms - 1})")
+                relocs += zip(flat[0::3], [x & 0xFFFFFFFF for x in info], [x >> 32 for x in info], flat[2::3])
+            self._relocs[target] = relocs
+        return relocs
+
+    def has_relocations(self, target: int) -> bool:
+        return target in self._rela
+
+    # --- groups ----------------------------------------------------------
+
+    def _read_group(self, g: int) -> None:
+        name, size = self.name, self.sh_size[g]
+        if size < 4 or size % 4:
+            raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has size {size}")
+        sig = self.sh_info[g]
+        if self.sh_link[g] != self.symtab_index or sig >= len(self.sym_bind):
+            raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has an invalid signature symbol {sig}")
+        words = struct.unpack_from(f"<{size // 4}I", self.data, self.sh_offset[g])
+        for m in words[1:]:
+            if m == 0 or m >= self.shnum:
+                raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} lists invalid member section {m}")
+        self.groups.append(Group(self.symbol_name(sig), bool(words[0] & GRP_COMDAT), tuple(words[1:])))

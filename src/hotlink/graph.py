@@ -1,9 +1,8 @@
 """The link graph of one object: which sections are placed, in which pool,
-what each global symbol binds to, and where each symbol ends up.
+and where each symbol ends up.
 
-Kept deliberately flat (lists indexed by section and symbol number, tuples
-for definitions) because a tiny object's whole link has to fit in tens of
-microseconds.
+Kept deliberately flat (lists indexed by section and symbol number) because
+a tiny object's whole link has to fit in tens of microseconds.
 """
 from __future__ import annotations
 
@@ -17,25 +16,27 @@ SKIP, PLACE, EH_FRAME, INIT = 0, 1, 2, 3
 # Definition flags.
 WEAK, FUNC, HIDDEN = 1, 2, 4
 
+_ALLOC, _EXCLUDE = elf.SHF_ALLOC, elf.SHF_EXCLUDE
 
-def classify(sec: elf.Section) -> tuple[int, int]:
-    """(role, pool) of a section."""
-    flags = sec.flags
-    if not flags & elf.SHF_ALLOC or flags & elf.SHF_EXCLUDE:
+
+def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
+    """(role, pool) of section ``i``."""
+    flags = obj.sh_flags[i]
+    if not flags & _ALLOC or flags & _EXCLUDE:
         return SKIP, 0
-    t = sec.type
-    name = sec.name
+    t = obj.sh_type[i]
+    if t == elf.SHT_NOTE or t == elf.SHT_GROUP or flags & elf.SHF_TLS:   # notes, TLS templates
+        return SKIP, 0
+    name = obj.section_name(i)
     if t == elf.SHT_X86_64_UNWIND or name == ".eh_frame":
         return EH_FRAME, RODATA
     if t in (elf.SHT_INIT_ARRAY, elf.SHT_FINI_ARRAY, elf.SHT_PREINIT_ARRAY) or (
             name.startswith((".ctors", ".dtors")) and init_priority(name) is not None):
         return INIT, 0
-    if t == 7 or flags & elf.SHF_TLS or t == elf.SHT_GROUP:   # notes, TLS templates
-        return SKIP, 0
     if flags & elf.SHF_EXECINSTR:
         return PLACE, CODE
     if flags & elf.SHF_WRITE and not name.startswith(".data.rel.ro"):
-        # .data.rel.ro is only written by relocation, which happens in the write view
+        # .data.rel.ro is written only by relocation, which happens in the write view
         return PLACE, DATA
     return PLACE, RODATA
 
@@ -43,25 +44,19 @@ def classify(sec: elf.Section) -> tuple[int, int]:
 class LinkObject:
     """One object taking part in a link, with the unit it will belong to."""
 
-    __slots__ = ("obj", "unit", "library", "roles", "pools", "dropped", "addr", "commons",
-                 "binding", "values", "blocks", "eh_block", "got_base", "eh")
+    __slots__ = ("obj", "unit", "library", "sections", "dropped", "addr", "commons",
+                 "values", "blocks", "eh_block", "got_base", "eh")
 
     def __init__(self, obj: elf.ObjectFile, unit, library):
         self.obj = obj
         self.unit = unit
         self.library = library
-        secs = obj.sections
-        roles = [SKIP] * len(secs)
-        pools = [0] * len(secs)
-        for i, sec in enumerate(secs):
-            roles[i], pools[i] = classify(sec)
-        self.roles = roles
-        self.pools = pools
+        flags = obj.sh_flags
+        # (index, role, pool) of every allocated section that takes part
+        self.sections = [(i, *classify(obj, i)) for i in range(obj.shnum) if flags[i] & _ALLOC]
         self.dropped: set[int] = set()      # sections of discarded COMDAT groups
-        self.addr = [0] * len(secs)         # placed address per section
+        self.addr = [0] * obj.shnum         # placed address per section
         self.commons: dict[int, int] = {}   # symbol index -> address, for SHN_COMMON
-        # global name -> ("self", symbol index) | (address, unit or None, size)
-        self.binding: dict[str, tuple] = {}
         self.values: list[int] = []
         self.blocks: list[tuple[int, int, int]] = []   # (pool, address, size)
         self.eh_block = 0
@@ -69,9 +64,8 @@ class LinkObject:
         self.eh: dict[int, tuple[bytes, list]] = {}   # pruned .eh_frame contents and relocations
 
     def drop_group(self, members) -> None:
-        for m in members:
-            self.dropped.add(m)
-            self.roles[m] = SKIP
+        self.dropped.update(members)
+        self.sections = [s for s in self.sections if s[0] not in self.dropped]
 
     def is_dropped_symbol(self, si: int) -> bool:
-        return self.obj.symbols[si].shndx in self.dropped
+        return self.obj.sym_shndx[si] in self.dropped

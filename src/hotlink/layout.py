@@ -12,57 +12,55 @@ from .graph import EH_FRAME, PLACE, LinkObject
 
 
 def place(lo: LinkObject, arena: Arena) -> None:
-    secs = lo.obj.sections
-    roles, pools = lo.roles, lo.pools
+    """Allocate blocks for ``lo`` and give each placed section its address."""
+    obj = lo.obj
+    sizes, aligns = obj.sh_size, obj.sh_align
     size = [0, 0, 0]
     align = [1, 1, 1]
-    offset = [0] * len(secs)
+    offset = {}
     eh_size = 0
-    eh = []
-    for i, role in enumerate(roles):
+    for i, role, p in lo.sections:
         if role == PLACE:
-            sec = secs[i]
-            p = pools[i]
-            a = sec.align
+            a = aligns[i] or 1
             if a > PAGE:
                 raise UnsupportedRelocationError(
-                    f"{lo.obj.name}: section {sec.name!r} asks for {a}-byte alignment; at most {PAGE} is supported")
+                    f"{obj.name}: section {obj.section_name(i)!r} asks for {a}-byte alignment; at most {PAGE} is supported")
             if a > align[p]:
                 align[p] = a
             o = (size[p] + a - 1) & -a
             offset[i] = o
-            size[p] = o + sec.size
+            size[p] = o + sizes[i]
         elif role == EH_FRAME:
             eh_size = (eh_size + 7) & -8
             offset[i] = eh_size
-            eh_size += len(lo.eh[i][0]) if i in lo.eh else secs[i].size
-            eh.append(i)
-    commons = []
-    for si, sym in enumerate(lo.obj.symbols):
-        if sym.shndx == elf.SHN_COMMON and lo.binding.get(sym.name, ("self",))[0] == "self":
-            a = max(1, sym.value)
-            if a & (a - 1) or a > PAGE:
-                raise UnsupportedRelocationError(f"{lo.obj.name}: common symbol {sym.name!r} has alignment {a}")
-            align[DATA] = max(align[DATA], a)
-            o = (size[DATA] + a - 1) & -a
-            commons.append((si, o))
-            size[DATA] = o + sym.size
+            eh_size += len(lo.eh[i][0]) if i in lo.eh else sizes[i]
+    placed_commons = []
+    shndx = obj.sym_shndx
+    for si in range(obj.first_global, len(shndx)) if elf.SHN_COMMON in shndx else ():
+        a = max(1, obj.sym_value[si])
+        if a & (a - 1) or a > PAGE:
+            raise UnsupportedRelocationError(f"{obj.name}: common symbol {obj.sym_name[si]!r} has alignment {a}")
+        align[DATA] = max(align[DATA], a)
+        o = (size[DATA] + a - 1) & -a
+        placed_commons.append((si, o))
+        size[DATA] = o + obj.sym_size[si]
     base = [0, 0, 0]
-    pools_ = arena.pools
-    for p in range(3):
+    pools = arena.pools
+    blocks = lo.blocks
+    for p in (0, 1, 2):
         if size[p]:
-            base[p] = pools_[p].alloc(size[p], align[p])
-            lo.blocks.append((p, base[p], size[p]))
-    if eh:
-        lo.eh_block = pools_[RODATA].alloc(eh_size + 4, 8)
-        lo.blocks.append((RODATA, lo.eh_block, eh_size + 4))
+            base[p] = pools[p].alloc(size[p], align[p])
+            blocks.append((p, base[p], size[p]))
+    if eh_size:
+        lo.eh_block = pools[RODATA].alloc(eh_size + 4, 8)
+        blocks.append((RODATA, lo.eh_block, eh_size + 4))
     addr = lo.addr
-    for i, role in enumerate(roles):
+    for i, role, p in lo.sections:
         if role == PLACE:
-            addr[i] = base[pools[i]] + offset[i]
+            addr[i] = base[p] + offset[i]
         elif role == EH_FRAME:
             addr[i] = lo.eh_block + offset[i]
-    for si, o in commons:
+    for si, o in placed_commons:
         lo.commons[si] = base[DATA] + o
     lo.got_base = base[0] or base[1] or base[2] or lo.eh_block
 

@@ -9,12 +9,13 @@ stub entries the transaction took, so a failed ``add`` leaves no trace.
 """
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from . import elf, layout, platform
+from .arena import CODE, RODATA
 from .errors import DuplicateSymbolError, UndefinedSymbolError
 from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, WEAK, LinkObject
-from .arena import CODE, RODATA
 from .tables import Acquired
 from .x86_64 import apply_relocations
 
@@ -22,14 +23,11 @@ if TYPE_CHECKING:
     from .library import Library, Unit
     from .session import Session
 
-_LOCAL, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
+_LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
+_HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
 # Names the platform provides per unit, found before anything else.
 PLATFORM_NAMES = frozenset(("__dso_handle", "atexit", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_"))
-
-
-def _describe(owner) -> str:
-    return owner.obj.name if isinstance(owner, LinkObject) else f"unit {owner.name!r}"
 
 
 class Job:
@@ -50,22 +48,20 @@ class Job:
     def add(self, obj: elf.ObjectFile, unit: Unit) -> None:
         lo = LinkObject(obj, unit, unit.library)
         lib = unit.library
-        groups = obj.groups
-        if groups:
+        if obj.groups:
             claimed = self.comdats.setdefault(lib, {})
-            for g in groups:
+            for g in obj.groups:
                 if g.comdat:
                     if g.signature in lib._comdats or g.signature in claimed:
                         lo.drop_group(g.members)
                     else:
                         claimed[g.signature] = unit
             if lo.dropped:
-                for i, role in enumerate(lo.roles):
+                for i, role, _ in lo.sections:
                     if role == EH_FRAME:
-                        sec = obj.sections[i]
                         lo.eh[i] = platform.prune_eh_frame(
-                            obj.section_bytes(sec), obj.relocations.get(i, []),
-                            f"{obj.name}:{sec.name}", lo.is_dropped_symbol)
+                            obj.section_bytes(i), obj.relocations(i),
+                            f"{obj.name}:{obj.section_name(i)}", lo.is_dropped_symbol)
         self._define(lo)
         self.items.append(lo)
 
@@ -76,19 +72,22 @@ class Job:
             pend = self.pending[lib] = {}
         published = lib._symbols
         dropped = lo.dropped
-        for si, sym in enumerate(lo.obj.symbols):
-            if sym.bind == _LOCAL or sym.shndx == _UNDEF or not sym.name or sym.shndx in dropped:
+        obj = lo.obj
+        names, binds, shndx = obj.sym_name, obj.sym_bind, obj.sym_shndx
+        for si in range(obj.first_global, len(names)):
+            x = shndx[si]
+            if x == _UNDEF or x in dropped or not names[si]:
                 continue
-            name = sym.name
-            flags = ((WEAK if sym.bind in _WEAK_BINDS or sym.shndx == _COMMON else 0)
-                     | (FUNC if sym.type == elf.STT_FUNC else 0)
-                     | (HIDDEN if sym.visibility in (elf.STV_HIDDEN, elf.STV_INTERNAL) else 0))
+            name = names[si]
+            flags = ((WEAK if binds[si] in _WEAK_BINDS or x == _COMMON else 0)
+                     | (FUNC if obj.sym_type[si] == elf.STT_FUNC else 0)
+                     | (HIDDEN if obj.sym_vis[si] in _HIDDEN_VIS else 0))
             cur = pend.get(name) or published.get(name)
             if cur is None or (cur[2] & WEAK and not flags & WEAK):
-                pend[name] = (lo, si, flags, sym.size)
+                pend[name] = (lo, si, flags, obj.sym_size[si])
             elif not (cur[2] | flags) & WEAK:
-                raise DuplicateSymbolError(name, _describe(cur[0] if isinstance(cur[0], LinkObject) else cur[1]),
-                                           lo.obj.name)
+                owner = cur[0].obj.name if isinstance(cur[0], LinkObject) else f"unit {cur[1].name!r}"
+                raise DuplicateSymbolError(name, owner, obj.name)
 
     def pull(self, unit: Unit, offset: int) -> None:
         key = (unit, offset)
@@ -99,7 +98,7 @@ class Job:
     def find(self, lib: Library, name: str, pull: bool):
         """The definition ``name`` binds to from ``lib``: a pending (lo, si, flags, size),
         a published (address, unit, flags, size), or None."""
-        for other in (lib, *lib.link_order):
+        for other in (lib, *lib.link_order) if lib.link_order else (lib,):
             own = other is lib
             pend = self.pending.get(other)
             d = pend.get(name) if pend else None
@@ -122,140 +121,140 @@ class Job:
         while i < len(self.items):
             lo = self.items[i]
             i += 1
-            dropped = lo.dropped
-            for sym in lo.obj.symbols:
-                if sym.bind != _LOCAL and sym.name and (sym.shndx == _UNDEF or sym.shndx in dropped) \
-                        and sym.name not in PLATFORM_NAMES:
-                    self.find(lo.library, sym.name, pull=True)
+            obj, dropped = lo.obj, lo.dropped
+            names, shndx = obj.sym_name, obj.sym_shndx
+            for si in range(obj.first_global, len(names)):
+                if (shndx[si] == _UNDEF or shndx[si] in dropped) and names[si] \
+                        and names[si] not in PLATFORM_NAMES:
+                    self.find(lo.library, names[si], pull=True)
 
-    # --- layout, resolution, fixups --------------------------------------
+    # --- resolution and fixups -------------------------------------------
 
-    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content) -> int:
+    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content: bytes) -> int:
         addr = getattr(unit, attr)
         if not addr:
             addr = self.session._arena.pools[pool].alloc(size, align)
             setattr(unit, attr, addr)
             self.synthetic.append((unit, attr, pool, addr, size))
-            self.session._arena.write(addr, content(addr))
+            self.session._arena.write(addr, content)
         return addr
 
     def _platform_value(self, lo: LinkObject, name: str) -> int:
         unit = lo.unit
         if name == "__dso_handle":
-            return self._synthetic(unit, "_dso", RODATA, 8, 8, lambda a: bytes(8))
+            return self._synthetic(unit, "_dso", RODATA, 8, 8, bytes(8))
         if name == "atexit":
             dso = self._platform_value(lo, "__dso_handle")
             return self._synthetic(unit, "_atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
-                                   lambda a: platform.atexit_thunk(dso))
+                                   platform.atexit_thunk(dso))
         if name == "__cxa_atexit":
             return platform.CXA_ATEXIT
         return lo.got_base   # _GLOBAL_OFFSET_TABLE_
 
     @staticmethod
     def _address(lo: LinkObject, si: int) -> int:
-        sym = lo.obj.symbols[si]
-        shndx = sym.shndx
+        obj = lo.obj
+        shndx = obj.sym_shndx[si]
         if shndx == _ABS:
-            return sym.value
+            return obj.sym_value[si]
         if shndx == _COMMON:
             return lo.commons.get(si, 0)
-        if shndx < len(lo.addr):
-            return lo.addr[shndx] + sym.value
-        return 0
+        return lo.addr[shndx] + obj.sym_value[si]
 
     def resolve(self, lo: LinkObject, missing: dict[str, list[str]]) -> None:
-        symbols = lo.obj.symbols
-        values = [0] * len(symbols)
+        obj = lo.obj
+        names, shndx, value = obj.sym_name, obj.sym_shndx, obj.sym_value
         addr = lo.addr
+        first = obj.first_global
+        # locals: section-relative, or absolute
+        values = [v if x == _ABS else addr[x] + v if x != _COMMON else 0
+                  for x, v in zip(shndx[:first], value[:first])]
         unit = lo.unit
-        address = self._address
-        for si, sym in enumerate(symbols):
-            if sym.bind == _LOCAL or not sym.name:
-                shndx = sym.shndx
-                if shndx == _ABS:
-                    values[si] = sym.value
-                elif 0 < shndx < len(addr):
-                    values[si] = addr[shndx] + sym.value
+        for si in range(first, len(names)):
+            name = names[si]
+            if name in PLATFORM_NAMES and (shndx[si] == _UNDEF or name == "_GLOBAL_OFFSET_TABLE_"):
+                values.append(self._platform_value(lo, name))
                 continue
-            name = sym.name
-            if name in PLATFORM_NAMES and (sym.shndx == _UNDEF or name == "_GLOBAL_OFFSET_TABLE_"):
-                values[si] = self._platform_value(lo, name)
-                continue
-            d = self.find(lo.library, name, pull=False)
+            d = self.find(lo.library, name, pull=False) if name else None
             if d is None:
-                if sym.bind != elf.STB_WEAK:
-                    missing.setdefault(name, []).append(lo.obj.name)
+                if shndx[si] != _UNDEF and shndx[si] not in lo.dropped:  # unnamed global: itself
+                    values.append(self._address(lo, si))
+                    continue
+                if obj.sym_bind[si] != _WEAK:
+                    missing.setdefault(name, []).append(obj.name)
+                values.append(0)
                 continue
             owner = d[0]
-            if isinstance(owner, LinkObject):
-                values[si] = address(owner, d[1])
+            if owner.__class__ is LinkObject:
+                values.append(self._address(owner, d[1]))
                 if owner.unit is not unit:
                     self.deps.add((unit, owner.unit))
             else:
-                values[si] = owner
+                values.append(owner)
                 if d[1] is not None and d[1] is not unit:
                     self.deps.add((unit, d[1]))
         lo.values = values
 
+    def _size(self, lo: LinkObject, si: int) -> int:
+        obj = lo.obj
+        if obj.sym_shndx[si] != _UNDEF or si < obj.first_global:
+            return obj.sym_size[si]
+        d = self.find(lo.library, obj.sym_name[si], pull=False)
+        return d[3] if d else 0
+
     def fixup(self, lo: LinkObject) -> None:
         obj = lo.obj
-        secs = obj.sections
         arena = self.session._arena
         acq = self.acquired.get(lo.unit)
         if acq is None:
             acq = self.acquired[lo.unit] = Acquired(self.session._tables)
-        values = lo.values
-        symbols = obj.symbols
-        relocations = obj.relocations
-        names = lambda si: symbols[si].name or (
-            secs[symbols[si].shndx].name if symbols[si].shndx < len(secs) else f"symbol {si}")
         sizes = lambda si: self._size(lo, si)
         inits, finis = [], []
-        for i, role in enumerate(lo.roles):
-            if role == PLACE or role == EH_FRAME:
-                sec = secs[i]
-                if sec.type == elf.SHT_NOBITS:
-                    arena.write(lo.addr[i], bytes(sec.size))
+        eh_end = 0
+        for i, role, _ in lo.sections:
+            where = f"{obj.name}:{obj.section_name(i)}" if obj.has_relocations(i) else ""
+            if role == PLACE:
+                if obj.sh_type[i] == elf.SHT_NOBITS:
+                    arena.write(lo.addr[i], bytes(obj.sh_size[i]))
                     continue
-                if i in lo.eh:
-                    data, relocs = lo.eh[i]
-                else:
-                    data, relocs = obj.section_bytes(sec), relocations.get(i)
+                data = obj.section_bytes(i)
+                if where:
+                    data = bytearray(data)
+                    apply_relocations(data, where, lo.addr[i], obj.relocations(i), lo.values,
+                                      sizes, obj.symbol_name, lo.got_base, acq)
+                arena.write(lo.addr[i], data)
+            elif role == EH_FRAME:
+                data, relocs = lo.eh[i] if i in lo.eh else (obj.section_bytes(i), obj.relocations(i))
                 if relocs:
                     data = bytearray(data)
-                    apply_relocations(data, f"{obj.name}:{sec.name}", lo.addr[i], relocs, values,
-                                      sizes, names, lo.got_base, acq)
+                    apply_relocations(data, where, lo.addr[i], relocs, lo.values,
+                                      sizes, obj.symbol_name, lo.got_base, acq)
                 arena.write(lo.addr[i], data)
+                eh_end = max(eh_end, lo.addr[i] + len(data))
             elif role == INIT:
-                sec = secs[i]
-                prio, is_init, backwards = platform.init_priority(sec.name) or (
-                    (65536 if sec.type != elf.SHT_PREINIT_ARRAY else -1), sec.type != elf.SHT_FINI_ARRAY, False)
-                data = bytearray(obj.section_bytes(sec))
-                if relocations.get(i):
-                    apply_relocations(data, f"{obj.name}:{sec.name}", 0, relocations[i], values,
-                                      sizes, names, lo.got_base, acq)
-                fns = [f for (f,) in _iter_q(data) if f not in (0, 0xFFFFFFFFFFFFFFFF)]
+                name = obj.section_name(i)
+                t = obj.sh_type[i]
+                prio, is_init, backwards = platform.init_priority(name) or (
+                    (65536 if t != elf.SHT_PREINIT_ARRAY else -1), t != elf.SHT_FINI_ARRAY, False)
+                data = bytearray(obj.section_bytes(i))
+                if where:
+                    apply_relocations(data, where, 0, obj.relocations(i), lo.values,
+                                      sizes, obj.symbol_name, lo.got_base, acq)
+                fns = [f for (f,) in struct.iter_unpack("<Q", data[:len(data) & ~7])
+                       if f not in (0, 0xFFFFFFFFFFFFFFFF)]
                 if backwards:
                     fns.reverse()
                 (inits if is_init else finis).append((prio, fns))
         if lo.eh_block:
-            size = next(s for _, a, s in lo.blocks if a == lo.eh_block)
-            arena.write(lo.eh_block + size - 4, b"\0\0\0\0")   # the unwinder's terminator
+            arena.write(eh_end, b"\0\0\0\0")   # the unwinder's terminator
             self.frames.append((lo.unit, lo.eh_block))
         if inits or finis:
             inits.sort(key=lambda t: t[0])
             finis.sort(key=lambda t: t[0])
-            # finalizers are pushed on the unit's handler stack, so they run
-            # after (newest first) anything registered later by __cxa_atexit
+            # finalizers go on the unit's handler stack first, so they run
+            # after (newest first) anything __cxa_atexit registers later
             fini_stack = [(f, None) for _, fns in finis for f in fns]
             self.inits.append((lo.unit, [f for _, fns in inits for f in fns], fini_stack))
-
-    def _size(self, lo: LinkObject, si: int) -> int:
-        sym = lo.obj.symbols[si]
-        if sym.shndx != _UNDEF or not sym.name:
-            return sym.size
-        d = self.find(lo.library, sym.name, pull=False)
-        return d[3] if d else 0
 
     # --- the transaction -------------------------------------------------
 
@@ -290,15 +289,16 @@ class Job:
 
     def commit(self) -> None:
         for lo in self.items:
-            unit = lo.unit
-            unit._blocks.extend(lo.blocks)
+            lo.unit._blocks.extend(lo.blocks)
         for unit, attr, pool, addr, size in self.synthetic:
             unit._blocks.append((pool, addr, size))
             if attr == "_dso":
                 platform.bind_dso(addr, unit._handlers)
         for unit, acq in self.acquired.items():
-            unit._got.extend(acq.got_targets)
-            unit._stubs.extend(acq.stub_targets)
+            if acq.got_targets:
+                unit._got.extend(acq.got_targets)
+            if acq.stub_targets:
+                unit._stubs.extend(acq.stub_targets)
         for user, used in self.deps:
             user._deps.add(used)
             used._users.add(user)
@@ -318,13 +318,9 @@ class Job:
             for name in unit._archive.member_symbols(offset):
                 if lazy.get(name) == (unit, offset):
                     del lazy[name]
+        address = self._address
         for lib, defs in self.pending.items():
             table = lib._symbols
             for name, (lo, si, flags, size) in defs.items():
-                table[name] = (self._address(lo, si), lo.unit, flags, size)
+                table[name] = (address(lo, si), lo.unit, flags, size)
                 lo.unit._symbols.append(name)
-
-
-def _iter_q(data: bytearray):
-    import struct
-    return struct.iter_unpack("<Q", data[: len(data) & ~7])
