@@ -27,6 +27,7 @@ from .errors import LinkError
 
 PAGE = mmap.PAGESIZE
 CHUNK = 64 * 1024
+PUNCH_BATCH = 64 * 1024   # free pages kept resident at most before they are punched
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_FIXED, MAP_FIXED_NOREPLACE = 0x01, 0x10, 0x100000
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
@@ -76,79 +77,113 @@ def _reserve(fd: int, size: int, anchor: int) -> int:
     raise LinkError(f"cannot reserve a {size >> 20} MiB code arena within 2 GiB of libc ({anchor:#x})")
 
 
-class Pool:
-    """Blocks of one protection: a sorted free list over the pool's chunks."""
+GRANULE = 16   # every block starts and ends on 16 bytes, so no unusable slivers
 
-    __slots__ = ("arena", "kind", "starts", "ends", "mapped", "used")
+
+class Pool:
+    """Blocks of one protection.
+
+    New blocks come from the *top* of the pool (a bump pointer into the
+    newest chunk) unless a hole left by a free fits: holes are kept by
+    address (to coalesce on free) and by (size, address) (best fit in
+    O(log n)).  A hole that reaches the top merges back into it.
+    """
+
+    __slots__ = ("arena", "kind", "starts", "ends", "by_size", "top", "top_end", "mapped", "used")
 
     def __init__(self, arena: Arena, kind: int):
         self.arena = arena
         self.kind = kind
-        self.starts: list[int] = []   # free extents, sorted, never adjacent
+        self.starts: list[int] = []   # holes, sorted by address, never adjacent
         self.ends: list[int] = []
+        self.by_size: list[tuple[int, int]] = []
+        self.top = self.top_end = 0
         self.mapped = 0
         self.used = 0
 
     def alloc(self, size: int, align: int) -> int:
-        starts, ends = self.starts, self.ends
-        mask = align - 1
-        for i in range(len(starts)):
-            s = starts[i]
-            a = (s + mask) & ~mask
-            e = ends[i]
-            if a + size <= e:
-                break
-        else:
+        size = (size + GRANULE - 1) & -GRANULE
+        if align < GRANULE:
+            align = GRANULE
+        by_size = self.by_size
+        if by_size:
+            i = bisect.bisect_left(by_size, (size, 0))
+            for length, s in by_size[i:i + 8]:
+                a = (s + align - 1) & -align
+                if a + size <= s + length:
+                    e = s + length
+                    self._remove(bisect.bisect_left(self.starts, s), i)
+                    if a > s:
+                        self._add(s, a)
+                    if a + size < e:
+                        self._add(a + size, e)
+                    self.used += size
+                    return a
+                i += 1
+        a = (self.top + align - 1) & -align
+        if a + size > self.top_end:
             self._grow(size + align)
             return self.alloc(size, align)
-        # carve [a, a+size) out of [s, e)
-        if a + size == e:
-            if a == s:
-                del starts[i], ends[i]
-            else:
-                ends[i] = a
-        elif a == s:
-            starts[i] = a + size
-        else:
-            ends[i] = a
-            starts.insert(i + 1, a + size)
-            ends.insert(i + 1, e)
+        if a > self.top:
+            self._add(self.top, a)
+        self.top = a + size
         self.used += size
         return a
 
     def free(self, addr: int, size: int) -> None:
         if size <= 0:
             return
+        size = (size + GRANULE - 1) & -GRANULE
         self.used -= size
         end = addr + size
-        s, e = self._insert(addr, end)
-        # pages of the freed block that are now wholly free go back to the OS
-        lo = (max(s, addr & ~(PAGE - 1)) + PAGE - 1) & ~(PAGE - 1)
-        hi = min(e, (end + PAGE - 1) & ~(PAGE - 1)) & ~(PAGE - 1)
-        if hi > lo:
-            self.arena.punch(lo, hi - lo)
-
-    def _insert(self, addr: int, end: int) -> tuple[int, int]:
-        """Add [addr, end) to the free list, coalescing; return the merged extent."""
         starts, ends = self.starts, self.ends
-        i = bisect.bisect_left(starts, addr)
         s, e = addr, end
-        if i < len(starts) and starts[i] == end:       # merge with the next extent
-            e = ends[i]
-            del starts[i], ends[i]
-        if i > 0 and ends[i - 1] == addr:              # merge with the previous one
-            s = starts[i - 1]
-            ends[i - 1] = e
+        j = bisect.bisect_left(starts, addr)
+        if j < len(starts) and starts[j] == end:        # merge with the next hole
+            e = ends[j]
+            self._remove(j)
+        if j > 0 and ends[j - 1] == addr:               # and with the previous one
+            s = starts[j - 1]
+            self._remove(j - 1)
+        if e == self.top:
+            self.top = s
+            e = self.top_end
         else:
-            starts.insert(i, s)
-            ends.insert(i, e)
-        return s, e
+            self._add(s, e)
+        # pages of the freed block that are now wholly free go back to the OS
+        lo = (max(s, addr & -PAGE) + PAGE - 1) & -PAGE
+        hi = min(e, (end + PAGE - 1) & -PAGE) & -PAGE
+        if hi > lo:
+            self.arena.release_pages(lo, hi - lo)
+
+    def is_free(self, addr: int, end: int) -> bool:
+        if self.top <= addr and end <= self.top_end:
+            return True
+        j = bisect.bisect_right(self.starts, addr) - 1
+        return j >= 0 and self.ends[j] >= end
+
+    def _add(self, s: int, e: int) -> None:
+        j = bisect.bisect_left(self.starts, s)
+        self.starts.insert(j, s)
+        self.ends.insert(j, e)
+        bisect.insort(self.by_size, (e - s, s))
+
+    def _remove(self, j: int, k: int = -1) -> None:
+        s = self.starts.pop(j)
+        e = self.ends.pop(j)
+        if k < 0:
+            k = bisect.bisect_left(self.by_size, (e - s, s))
+        del self.by_size[k]
 
     def _grow(self, need: int) -> None:
-        size = max(CHUNK, (need + CHUNK - 1) & ~(CHUNK - 1))
-        addr = self.arena.take_chunk(size, _POOL_PROT[self.kind])
+        size = max(CHUNK, (need + CHUNK - 1) & -CHUNK)
+        addr = self.arena.take_chunk(size, self)
         self.mapped += size
-        self._insert(addr, addr + size)  # untouched pages: nothing to punch
+        if addr != self.top_end:        # not contiguous: the old top becomes a hole
+            if self.top_end > self.top:
+                self._add(self.top, self.top_end)
+            self.top = addr
+        self.top_end = addr + size
 
 
 class Arena:
@@ -162,14 +197,20 @@ class Arena:
         self.lock = threading.Lock()
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
         self.punched = 0
+        self.chunk_pool: list[Pool | None] = [None] * (size // CHUNK)
+        self._unpunched: list[tuple[int, int]] = []   # wholly free pages not yet punched
+        self._unpunched_bytes = 0
 
-    def take_chunk(self, size: int, prot: int) -> int:
+    def take_chunk(self, size: int, pool: Pool) -> int:
         addr = self.bump
+        prot = _POOL_PROT[pool.kind]
         if addr + size > self.base + self.size:
             raise LinkError(f"code arena exhausted ({self.size >> 20} MiB); create the Session with a larger arena_size")
         if _mprotect(addr, size, prot) != 0:
             raise OSError(ctypes.get_errno(), f"mprotect of arena chunk {addr:#x} failed")
         self.bump = addr + size
+        first = (addr - self.base) // CHUNK
+        self.chunk_pool[first:first + size // CHUNK] = [pool] * (size // CHUNK)
         return addr
 
     def write(self, addr: int, data: bytes | bytearray) -> None:
@@ -179,6 +220,29 @@ class Arena:
     def read(self, addr: int, size: int) -> bytes:
         off = addr - self.base
         return self.writer[off:off + size]
+
+    def release_pages(self, addr: int, size: int) -> None:
+        """Note pages that became wholly free; they are punched in batches,
+        since a hole punch costs several microseconds and a tiny unit's page
+        is often reused right away."""
+        self._unpunched.append((addr, size))
+        self._unpunched_bytes += size
+        if self._unpunched_bytes >= PUNCH_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Punch every noted page that is still free."""
+        pending, self._unpunched, self._unpunched_bytes = self._unpunched, [], 0
+        for addr, size in sorted(pending):
+            pool = self._pool_of(addr)
+            for page in range(addr, addr + size, PAGE):
+                if pool.is_free(page, page + PAGE):
+                    self.punch(page, PAGE)
+
+    def _pool_of(self, addr: int) -> Pool:
+        pool = self.chunk_pool[(addr - self.base) // CHUNK]
+        assert pool is not None
+        return pool
 
     def punch(self, addr: int, size: int) -> None:
         if _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, addr - self.base, size) != 0:

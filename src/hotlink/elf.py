@@ -41,6 +41,7 @@ _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = "IIQQQQIIQQ"
 _SYM = "IBBHQQ"
 _VALID_ALIGN = frozenset([0] + [1 << i for i in range(21)])
+_SPECIAL_SHNDX = frozenset((SHN_ABS, SHN_COMMON))
 
 
 class Section(NamedTuple):
@@ -87,14 +88,14 @@ class ObjectFile:
     Section columns: ``sh_type``, ``sh_flags``, ``sh_offset``, ``sh_size``,
     ``sh_link``, ``sh_info``, ``sh_align`` (tuples indexed by section).
     Symbol columns: ``sym_name`` (globals only; locals ``""`` until asked
-    with ``symbol_name``), ``sym_value``, ``sym_size``, ``sym_bind``,
-    ``sym_type``, ``sym_vis``, ``sym_shndx``; ``first_global`` is the first
-    non-local symbol index.
+    with ``symbol_name``), ``sym_value``, ``sym_size``, ``sym_info`` (bind
+    << 4 | type), ``sym_other`` (visibility in the low bits), ``sym_shndx``;
+    ``first_global`` is the first non-local symbol index.
     """
 
     __slots__ = ("name", "data", "shnum", "sh_name", "sh_type", "sh_flags", "sh_offset", "sh_size",
                  "sh_link", "sh_info", "sh_align", "_shstrtab", "_names", "symtab_index",
-                 "sym_name", "sym_value", "sym_size", "sym_bind", "sym_type", "sym_vis",
+                 "sym_name", "sym_value", "sym_size", "sym_info", "sym_other",
                  "sym_shndx", "first_global", "_strtab", "_rela", "_relocs", "groups")
 
     def __init__(self, data: bytes, name: str = "<object>"):
@@ -152,8 +153,8 @@ class ObjectFile:
         self._relocs: dict[int, list[tuple[int, int, int, int]]] = {}
         self.groups: list[Group] = []
         self.symtab_index = 0
-        self.sym_name = self.sym_value = self.sym_size = self.sym_bind = ()
-        self.sym_type = self.sym_vis = self.sym_shndx = ()
+        self.sym_name = self.sym_value = self.sym_size = self.sym_info = ()
+        self.sym_other = self.sym_shndx = ()
         self.first_global = 0
         if SHT_SYMTAB in types:
             if types.count(SHT_SYMTAB) > 1:
@@ -213,15 +214,13 @@ class ObjectFile:
         off = self.sh_offset[link]
         strtab = self._strtab = data[off:off + self.sh_size[link]]
         names_off = flat[0::6]
-        info = flat[1::6]
-        self.sym_bind = bind = tuple([i >> 4 for i in info])
-        self.sym_type = tuple([i & 15 for i in info])
-        self.sym_vis = tuple([o & 3 for o in flat[2::6]])
+        self.sym_info = info = flat[1::6]       # bind << 4 | type
+        self.sym_other = flat[2::6]             # visibility in the low 2 bits
         shndx = flat[3::6]
         self.sym_value = flat[4::6]
         self.sym_size = flat[5::6]
         nsec = self.shnum
-        if count and max(shndx) >= nsec:
+        if count and max(shndx) >= nsec and not _SPECIAL_SHNDX.issuperset(set(shndx).difference(range(nsec))):
             fixed = list(shndx)
             for i, x in enumerate(shndx):
                 if x < nsec or x == SHN_ABS or x == SHN_COMMON:
@@ -239,9 +238,9 @@ class ObjectFile:
             raise MalformedObjectError(f"{name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
         # locals come first (sh_info is the first global), but trust nothing
         first = self.sh_info[si]
-        if first > count or any(b == STB_LOCAL for b in bind[first:]):
-            first = next((i for i in range(count) if bind[i] != STB_LOCAL), count)
-            if any(b == STB_LOCAL for b in bind[first:]):
+        if first > count or first == 0 and count or min(info[first:], default=16) < 16:
+            first = next((i for i in range(count) if info[i] >= 16), count)
+            if min(info[first:], default=16) < 16:
                 raise MalformedObjectError(f"{name}: local symbols follow global ones in the symbol table")
         self.first_global = first
         names = [""] * first
@@ -264,18 +263,19 @@ class ObjectFile:
         """Any symbol's name, locals included; section symbols are named after their section."""
         if i >= self.first_global:
             return self.sym_name[i]
-        if self.sym_type[i] == STT_SECTION and self.sym_shndx[i] < self.shnum:
+        if self.sym_info[i] & 15 == STT_SECTION and self.sym_shndx[i] < self.shnum:
             return self.section_name(self.sym_shndx[i])
         off = struct.unpack_from("<I", self.data, self.sh_offset[self.symtab_index] + 24 * i)[0]
         return (_cstr(self._strtab, off) or f"symbol {i}") if off else f"symbol {i}"
 
     def symbol(self, i: int) -> Symbol:
-        return Symbol(self.symbol_name(i), self.sym_value[i], self.sym_size[i], self.sym_bind[i],
-                      self.sym_type[i], self.sym_vis[i], self.sym_shndx[i])
+        info = self.sym_info[i]
+        return Symbol(self.symbol_name(i), self.sym_value[i], self.sym_size[i], info >> 4,
+                      info & 15, self.sym_other[i] & 3, self.sym_shndx[i])
 
     @property
     def symbols(self) -> list[Symbol]:
-        return [self.symbol(i) for i in range(len(self.sym_bind))]
+        return [self.symbol(i) for i in range(len(self.sym_info))]
 
     def defined_globals(self) -> list[str]:
         """Names this object offers to others (used to index archive members)."""
@@ -302,7 +302,7 @@ class ObjectFile:
         relocs = self._relocs.get(target)
         if relocs is None:
             relocs = []
-            nsyms = len(self.sym_bind)
+            nsyms = len(self.sym_info)
             for r in self._rela.get(target, ()):
                 count = self.sh_size[r] // 24
                 flat = struct.unpack_from("<" + "QQq" * count, self.data, self.sh_offset[r])
@@ -326,7 +326,7 @@ class ObjectFile:
         if size < 4 or size % 4:
             raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has size {size}")
         sig = self.sh_info[g]
-        if self.sh_link[g] != self.symtab_index or sig >= len(self.sym_bind):
+        if self.sh_link[g] != self.symtab_index or sig >= len(self.sym_info):
             raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has an invalid signature symbol {sig}")
         words = struct.unpack_from(f"<{size // 4}I", self.data, self.sh_offset[g])
         for m in words[1:]:

@@ -27,6 +27,10 @@ def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
     t = obj.sh_type[i]
     if t == elf.SHT_NOTE or t == elf.SHT_GROUP or flags & elf.SHF_TLS:   # notes, TLS templates
         return SKIP, 0
+    if flags & elf.SHF_EXECINSTR and t == elf.SHT_PROGBITS:   # the common cases need no name
+        return PLACE, CODE
+    if t == elf.SHT_NOBITS:
+        return PLACE, DATA
     name = obj.section_name(i)
     if t == elf.SHT_X86_64_UNWIND or name == ".eh_frame":
         return EH_FRAME, RODATA

@@ -42,6 +42,7 @@ class Job:
         self.inits: list[tuple[Unit, list[int], list]] = []
         self.frames: list[tuple[Unit, int]] = []
         self.deps: set[tuple[Unit, Unit]] = set()
+        self._unit: Unit | None = None     # whose fixups are being applied
 
     # --- gathering -------------------------------------------------------
 
@@ -73,15 +74,15 @@ class Job:
         published = lib._symbols
         dropped = lo.dropped
         obj = lo.obj
-        names, binds, shndx = obj.sym_name, obj.sym_bind, obj.sym_shndx
+        names, info, shndx = obj.sym_name, obj.sym_info, obj.sym_shndx
         for si in range(obj.first_global, len(names)):
             x = shndx[si]
             if x == _UNDEF or x in dropped or not names[si]:
                 continue
             name = names[si]
-            flags = ((WEAK if binds[si] in _WEAK_BINDS or x == _COMMON else 0)
-                     | (FUNC if obj.sym_type[si] == elf.STT_FUNC else 0)
-                     | (HIDDEN if obj.sym_vis[si] in _HIDDEN_VIS else 0))
+            flags = ((WEAK if info[si] >> 4 in _WEAK_BINDS or x == _COMMON else 0)
+                     | (FUNC if info[si] & 15 == elf.STT_FUNC else 0)
+                     | (HIDDEN if obj.sym_other[si] & 3 in _HIDDEN_VIS else 0))
             cur = pend.get(name) or published.get(name)
             if cur is None or (cur[2] & WEAK and not flags & WEAK):
                 pend[name] = (lo, si, flags, obj.sym_size[si])
@@ -180,7 +181,7 @@ class Job:
                 if shndx[si] != _UNDEF and shndx[si] not in lo.dropped:  # unnamed global: itself
                     values.append(self._address(lo, si))
                     continue
-                if obj.sym_bind[si] != _WEAK:
+                if obj.sym_info[si] >> 4 != _WEAK:
                     missing.setdefault(name, []).append(obj.name)
                 values.append(0)
                 continue
@@ -195,6 +196,19 @@ class Job:
                     self.deps.add((unit, d[1]))
         lo.values = values
 
+    def _acquired(self) -> Acquired:
+        acq = self.acquired.get(self._unit)
+        if acq is None:
+            acq = self.acquired[self._unit] = Acquired(self.session._tables)
+        return acq
+
+    def got(self, target: int) -> int:
+        """A GOT entry for ``target``, owned by the unit being fixed up."""
+        return self._acquired().got(target)
+
+    def stub(self, target: int) -> int:
+        return self._acquired().stub(target)
+
     def _size(self, lo: LinkObject, si: int) -> int:
         obj = lo.obj
         if obj.sym_shndx[si] != _UNDEF or si < obj.first_global:
@@ -205,30 +219,29 @@ class Job:
     def fixup(self, lo: LinkObject) -> None:
         obj = lo.obj
         arena = self.session._arena
-        acq = self.acquired.get(lo.unit)
-        if acq is None:
-            acq = self.acquired[lo.unit] = Acquired(self.session._tables)
+        self._unit = lo.unit
         sizes = lambda si: self._size(lo, si)
         inits, finis = [], []
         eh_end = 0
         for i, role, _ in lo.sections:
-            where = f"{obj.name}:{obj.section_name(i)}" if obj.has_relocations(i) else ""
             if role == PLACE:
+                if not obj.sh_size[i]:
+                    continue
                 if obj.sh_type[i] == elf.SHT_NOBITS:
                     arena.write(lo.addr[i], bytes(obj.sh_size[i]))
                     continue
                 data = obj.section_bytes(i)
-                if where:
+                if obj.has_relocations(i):
                     data = bytearray(data)
-                    apply_relocations(data, where, lo.addr[i], obj.relocations(i), lo.values,
-                                      sizes, obj.symbol_name, lo.got_base, acq)
+                    apply_relocations(data, obj, i, lo.addr[i], obj.relocations(i), lo.values,
+                                      sizes, lo.got_base, self)
                 arena.write(lo.addr[i], data)
             elif role == EH_FRAME:
                 data, relocs = lo.eh[i] if i in lo.eh else (obj.section_bytes(i), obj.relocations(i))
                 if relocs:
                     data = bytearray(data)
-                    apply_relocations(data, where, lo.addr[i], relocs, lo.values,
-                                      sizes, obj.symbol_name, lo.got_base, acq)
+                    apply_relocations(data, obj, i, lo.addr[i], relocs, lo.values,
+                                      sizes, lo.got_base, self)
                 arena.write(lo.addr[i], data)
                 eh_end = max(eh_end, lo.addr[i] + len(data))
             elif role == INIT:
@@ -237,9 +250,9 @@ class Job:
                 prio, is_init, backwards = platform.init_priority(name) or (
                     (65536 if t != elf.SHT_PREINIT_ARRAY else -1), t != elf.SHT_FINI_ARRAY, False)
                 data = bytearray(obj.section_bytes(i))
-                if where:
-                    apply_relocations(data, where, 0, obj.relocations(i), lo.values,
-                                      sizes, obj.symbol_name, lo.got_base, acq)
+                if obj.has_relocations(i):
+                    apply_relocations(data, obj, i, 0, obj.relocations(i), lo.values,
+                                      sizes, lo.got_base, self)
                 fns = [f for (f,) in struct.iter_unpack("<Q", data[:len(data) & ~7])
                        if f not in (0, 0xFFFFFFFFFFFFFFFF)]
                 if backwards:

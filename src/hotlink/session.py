@@ -221,6 +221,8 @@ class Session:
     def memory(self) -> MemoryStats:
         with self._lock:
             arena = self._arena
+            if not self._closed:
+                arena.flush()
             stats = MemoryStats()
             for name, pool in zip(POOL_NAMES, arena.pools):
                 stats.pools[name] = (pool.mapped, pool.used)

@@ -25,7 +25,7 @@ ABI facts this file relies on (System V x86-64 psABI):
 from __future__ import annotations
 
 import struct
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from .errors import MalformedObjectError, UnsupportedRelocationError
 
@@ -102,16 +102,15 @@ def _relax_got_load(buf: bytearray, off: int, kind: int) -> bool:
     return False
 
 
-def apply_relocations(buf: bytearray, where: str, base: int,
+def apply_relocations(buf: bytearray, obj: Any, section: int, base: int,
                       relocs: list[tuple[int, int, int, int]],
                       values: list[int], sizes: Callable[[int], int],
-                      names: Callable[[int], str], got_base: int, tables: Tables,
-                      relax: bool = True) -> None:
-    """Apply RELA ``relocs`` to ``buf``, the bytes of a section placed at ``base``.
-
-    ``values[i]`` is symbol i's address; ``where`` names the section for errors.
-    """
+                      got_base: int, tables: Tables, relax: bool = True) -> None:
+    """Apply RELA ``relocs`` to ``buf``, the bytes of section ``section`` of
+    ``obj`` placed at ``base``.  ``values[i]`` is symbol i's address."""
     end = len(buf)
+    names = obj.symbol_name
+    where: Any = _Where(obj, section)
     for off, kind, si, a in relocs:
         p = base + off
         s = values[si]
@@ -197,7 +196,19 @@ def apply_relocations(buf: bytearray, where: str, base: int,
                 f"{where}+{off:#x}: {NAMES.get(kind, kind)} lies outside the section ({end} bytes)") from None
 
 
-def _checked32(v: int, where: str, off: int, kind: int, target: str) -> int:
+class _Where:
+    """Names the section in error messages; formatted only when one is raised."""
+    __slots__ = ("obj", "section")
+
+    def __init__(self, obj: Any, section: int):
+        self.obj = obj
+        self.section = section
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.obj.name}:{self.obj.section_name(self.section)}"
+
+
+def _checked32(v: int, where: Any, off: int, kind: int, target: str) -> int:
     if not _near(v):
         raise UnsupportedRelocationError(
             f"{where}+{off:#x}: {NAMES[kind]} to {target} does not fit in 32 bits ({v:#x})")
