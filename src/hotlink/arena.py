@@ -217,6 +217,11 @@ class Arena:
         off = addr - self.base
         self.writer[off:off + len(data)] = data
 
+    def zero(self, addr: int, size: int) -> None:
+        step = 1 << 20
+        for a in range(addr, addr + size, step):
+            self.write(a, bytes(min(step, addr + size - a)))
+
     def read(self, addr: int, size: int) -> bytes:
         off = addr - self.base
         return self.writer[off:off + size]

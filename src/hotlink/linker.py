@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from . import elf, layout, platform
 from .arena import CODE, RODATA
-from .errors import DuplicateSymbolError, UndefinedSymbolError
+from .errors import DuplicateSymbolError, MalformedObjectError, UndefinedSymbolError
 from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, WEAK, LinkObject
 from .tables import Acquired
 from .x86_64 import apply_relocations
@@ -57,12 +57,11 @@ class Job:
                         lo.drop_group(g.members)
                     else:
                         claimed[g.signature] = unit
-            if lo.dropped:
-                for i, role, _ in lo.sections:
-                    if role == EH_FRAME:
-                        lo.eh[i] = platform.prune_eh_frame(
-                            obj.section_bytes(i), obj.relocations(i),
-                            f"{obj.name}:{obj.section_name(i)}", lo.is_dropped_symbol)
+        for i, role, _ in lo.sections:
+            if role == EH_FRAME:
+                lo.eh[i] = platform.prune_eh_frame(
+                    obj.section_bytes(i), obj.relocations(i), f"{obj.name}:{obj.section_name(i)}",
+                    lo.is_dropped_symbol if lo.dropped else None)
         self._define(lo)
         self.items.append(lo)
 
@@ -196,6 +195,28 @@ class Job:
                     self.deps.add((unit, d[1]))
         lo.values = values
 
+    def _check_entry_points(self, lo: LinkObject, section: int, fns: list[int]) -> None:
+        """Initializers and finalizers must be functions of this link: anything
+        else would jump into data or the middle of code."""
+        starts = self._function_starts()
+        for f in fns:
+            if f not in starts:
+                obj = lo.obj
+                raise MalformedObjectError(
+                    f"{obj.name}:{obj.section_name(section)}: entry {f:#x} is not the start of a function "
+                    f"defined by the objects being linked")
+
+    def _function_starts(self) -> set[int]:
+        starts = set()
+        for lo in self.items:
+            obj = lo.obj
+            info, shndx = obj.sym_info, obj.sym_shndx
+            for si in range(len(info)):
+                if info[si] & 15 == elf.STT_FUNC and shndx[si] and shndx[si] < obj.shnum \
+                        and lo.addr[shndx[si]] and obj.sh_flags[shndx[si]] & elf.SHF_EXECINSTR:
+                    starts.add(lo.addr[shndx[si]] + obj.sym_value[si])
+        return starts
+
     def _acquired(self) -> Acquired:
         acq = self.acquired.get(self._unit)
         if acq is None:
@@ -228,7 +249,7 @@ class Job:
                 if not obj.sh_size[i]:
                     continue
                 if obj.sh_type[i] == elf.SHT_NOBITS:
-                    arena.write(lo.addr[i], bytes(obj.sh_size[i]))
+                    arena.zero(lo.addr[i], obj.sh_size[i])
                     continue
                 data = obj.section_bytes(i)
                 if obj.has_relocations(i):
@@ -237,7 +258,7 @@ class Job:
                                       sizes, lo.got_base, self)
                 arena.write(lo.addr[i], data)
             elif role == EH_FRAME:
-                data, relocs = lo.eh[i] if i in lo.eh else (obj.section_bytes(i), obj.relocations(i))
+                data, relocs = lo.eh[i]
                 if relocs:
                     data = bytearray(data)
                     apply_relocations(data, obj, i, lo.addr[i], relocs, lo.values,
@@ -255,6 +276,7 @@ class Job:
                                       sizes, lo.got_base, self)
                 fns = [f for (f,) in struct.iter_unpack("<Q", data[:len(data) & ~7])
                        if f not in (0, 0xFFFFFFFFFFFFFFFF)]
+                self._check_entry_points(lo, i, fns)
                 if backwards:
                     fns.reverse()
                 (inits if is_init else finis).append((prio, fns))

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import struct
 import threading
@@ -139,13 +140,16 @@ _i32 = struct.Struct("<i")
 
 
 def prune_eh_frame(data: bytes, relocs: list, where: str,
-                   dropped: Callable[[int], bool]) -> tuple[bytes, list]:
-    """Remove FDEs whose ``pc_begin`` points into a discarded section.
+                   dropped: Callable[[int], bool] | None = None) -> tuple[bytes, list]:
+    """Check the record structure of an ``.eh_frame`` section (lengths inside
+    the section, every FDE pointing back at a CIE) so the unwinder never walks
+    off it, and remove FDEs whose ``pc_begin`` points into a discarded section.
 
-    Returns the new section bytes and the relocations moved to match.
+    Returns the section bytes and relocations, moved to match when FDEs were removed.
     """
-    pc_reloc = {off: si for off, _k, si, _a in relocs}
+    pc_reloc = {off: si for off, _k, si, _a in relocs} if dropped else None
     keep: list[tuple[int, int]] = []   # kept records as (start, end)
+    cies = set()
     pos, n = 0, len(data)
     while pos + 4 <= n:
         (length,) = _u32.unpack_from(data, pos)
@@ -157,11 +161,16 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
         if end > n or length < 4:
             raise MalformedObjectError(f"{where}+{pos:#x}: .eh_frame record of length {length} runs past the section")
         (cie_id,) = _u32.unpack_from(data, pos + 4)
-        si = pc_reloc.get(pos + 8) if cie_id else None
-        if si is None or not dropped(si):
+        if cie_id == 0:
+            cies.add(pos)
+        elif pos + 4 - cie_id not in cies:
+            raise MalformedObjectError(f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
+        if not (cie_id and pc_reloc is not None and dropped(pc_reloc.get(pos + 8, 0)) and pos + 8 in pc_reloc):
             keep.append((pos, end))
         pos = end
-    if sum(e - s for s, e in keep) == pos:
+    if pos != n and any(data[pos:]):
+        raise MalformedObjectError(f"{where}+{pos:#x}: trailing bytes after the .eh_frame terminator")
+    if dropped is None or sum(e - s for s, e in keep) == pos:
         return data, relocs
     new_pos: dict[int, int] = {}
     out = bytearray()
@@ -171,14 +180,11 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
     for s, e in keep:   # FDEs point back at their CIE relative to the id field
         (cie_id,) = _u32.unpack_from(data, s + 4)
         if cie_id:
-            cie = s + 4 - cie_id
-            if cie not in new_pos:
-                raise MalformedObjectError(f"{where}+{s:#x}: FDE points at {cie:#x}, which is no CIE")
-            _u32.pack_into(out, new_pos[s] + 4, new_pos[s] + 4 - new_pos[cie])
+            _u32.pack_into(out, new_pos[s] + 4, new_pos[s] + 4 - new_pos[s + 4 - cie_id])
+    starts = [s for s, _ in keep]
     moved = []
     for off, kind, si, a in relocs:
-        for s, e in keep:
-            if s <= off < e:
-                moved.append((off - s + new_pos[s], kind, si, a))
-                break
+        j = bisect.bisect_right(starts, off) - 1
+        if j >= 0 and off < keep[j][1]:
+            moved.append((off - starts[j] + new_pos[starts[j]], kind, si, a))
     return bytes(out), moved
