@@ -191,7 +191,7 @@ def apply_relocations(buf: bytearray, obj: Any, section: int, base: int,
             else:
                 raise UnsupportedRelocationError(
                     f"{where}+{off:#x}: relocation type {NAMES.get(kind, kind)} against {names(si)} is not supported")
-        except struct.error:
+        except (struct.error, IndexError):
             raise MalformedObjectError(
                 f"{where}+{off:#x}: {NAMES.get(kind, kind)} lies outside the section ({end} bytes)") from None
 
