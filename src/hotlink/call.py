@@ -11,22 +11,31 @@ class Function:
     """A ctypes function pointer bound to the unit that defines it.
 
     Calling it after the unit is removed raises instead of jumping into freed
-    memory.  The GIL is released during the call, like any ctypes call.
+    memory, and a unit removed while a call runs is freed only after the call
+    returns.  The GIL is released during the call, like any ctypes call.
     """
 
-    __slots__ = ("name", "address", "_unit", "_fn", "__weakref__")
+    __slots__ = ("name", "address", "_unit", "_fn", "_reclaimer", "__weakref__")
 
-    def __init__(self, name: str, address: int, unit, restype: Any, argtypes: Sequence[Any]):
+    def __init__(self, name: str, address: int, unit, restype: Any, argtypes: Sequence[Any], reclaimer):
         self.name = name
         self.address = address
         self._unit = unit
         self._fn = ctypes.CFUNCTYPE(restype, *argtypes)(address)
+        self._reclaimer = reclaimer
 
     def __call__(self, *args: Any) -> Any:
-        unit = self._unit
-        if unit is not None and not unit.alive:
-            raise SessionClosedError(f"{self.name}: its unit {unit.name!r} was removed; the code is gone")
-        return self._fn(*args)
+        # enter the grace period before checking: code retired after this
+        # point is not freed until the call returns
+        reclaimer = self._reclaimer
+        e = reclaimer.enter()
+        try:
+            unit = self._unit
+            if unit is not None and not unit.alive:
+                raise SessionClosedError(f"{self.name}: its unit {unit.name!r} was removed; the code is gone")
+            return self._fn(*args)
+        finally:
+            reclaimer.exit(e)
 
     def __repr__(self) -> str:
         return f"<hotlink.Function {self.name} at {self.address:#x}>"

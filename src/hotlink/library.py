@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
-from . import platform
 from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .linker import Job
-from .tables import release_all
 
 if TYPE_CHECKING:
     from .session import Session
@@ -20,7 +18,12 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 
 class Unit:
-    """What one ``Library.add`` brought in; removable on its own."""
+    """What one ``Library.add`` brought in; removable on its own.
+
+    Bookkeeping that most units never need (GOT entries, finalizers,
+    dependencies, archive members) stays None until used: a tiny unit must
+    cost well under a kilobyte.
+    """
 
     __slots__ = ("name", "library", "alive", "seq", "_symbols", "_blocks", "_got", "_stubs",
                  "_frames", "_handlers", "_dso", "_atexit", "_deps", "_users", "_archive",
@@ -32,18 +35,18 @@ class Unit:
         self.alive = True
         self.seq = seq
         self._symbols: list[str] = []
-        self._blocks: list[tuple[int, int, int]] = []
-        self._got: list[int] = []
-        self._stubs: list[int] = []
-        self._frames: list[int] = []
-        self._handlers: list = []
+        self._blocks: list[tuple[int, int, int]] = []    # (pool, address, size)
+        self._got: list[int] | None = None               # GOT targets acquired
+        self._stubs: list[int] | None = None             # stub targets acquired
+        self._frames: list[int] | None = None            # registered .eh_frame tables
+        self._handlers: list | None = None               # finalizers and atexit handlers
         self._dso = 0
         self._atexit = 0
-        self._deps: set[Unit] = set()
-        self._users: set[Unit] = set()
+        self._deps: set[Unit] | None = None              # units this one references
+        self._users: set[Unit] | None = None             # units referencing this one
         self._archive = archive
-        self._members: set[int] = set()
-        self._comdats: list[str] = []
+        self._members: set[int] | None = None            # archive members pulled
+        self._comdats: list[str] | None = None
 
     @property
     def symbols(self) -> list[str]:
@@ -52,20 +55,25 @@ class Unit:
 
     @property
     def dependents(self) -> list[Unit]:
-        return sorted(self._users, key=lambda u: u.seq)
+        """Live units that reference this one directly."""
+        return sorted((u for u in self._users or () if u.alive), key=lambda u: u.seq)
 
     def remove(self, cascade: bool = False) -> None:
-        """Unload this unit: destructors, unwind info, symbols, memory."""
+        """Unload this unit: destructors, unwind info, symbols, memory.
+
+        Raises DependencyError if live units still reference it, unless
+        ``cascade`` removes them too (newest first).
+        """
         session = self.library.session
         with session._lock:
             if not self.alive:
                 raise SessionClosedError(f"unit {self.name!r} was already removed")
-            users = [u for u in self._users if u.alive]
+            users = self.dependents
             if users and not cascade:
-                names = ", ".join(f"{u.library.name}:{u.name}" for u in sorted(users, key=lambda u: u.seq))
+                names = ", ".join(f"{u.library.name}:{u.name}" for u in users)
                 raise DependencyError(f"cannot remove unit {self.name!r}: still used by {names} "
                                       f"(remove those first, or pass cascade=True)")
-            for u in sorted(users, key=lambda u: -u.seq):
+            for u in reversed(users):
                 if u.alive:
                     u.remove(cascade=True)
             session._unload(self)
@@ -115,25 +123,61 @@ class Library:
             self._check()
             uname = name or (os.path.basename(origin) if origin != "<bytes>" else f"unit{session._seq + 1}")
             if is_archive(data):
-                archive = Archive(data, uname)
-                unit = session._new_unit(self, uname, archive)
-                for sym, off in archive.index.items():
-                    self._lazy.setdefault(sym, (unit, off))
+                unit = session._new_unit(self, uname, Archive(data, uname))
+                self._offer(unit)
                 self._units.append(unit)
                 return unit
             if not is_elf(data):
                 raise LinkError(f"{uname}: not an ELF object or an ar archive (LLVM IR and C need a front end)")
-            obj = ObjectFile(data, uname)
             unit = session._new_unit(self, uname)
-            try:
-                job = Job(session)
-                job.add(obj, unit)
-                job.run()
-            except BaseException:
-                session._forget(unit)
-                raise
+            job = Job(session)
+            job.add(ObjectFile(data, uname), unit)
+            job.run()
             self._units.append(unit)
             return unit
+
+    def _offer(self, unit: Unit) -> None:
+        """Make an archive unit's members available for lazy pulling."""
+        lazy = self._lazy
+        for sym, off in unit._archive.index.items():
+            if sym not in self._symbols:
+                lazy.setdefault(sym, (unit, off))
+
+    def replace(self, unit: Unit, source: Source, *, name: str | None = None) -> Unit:
+        """Link ``source`` and swap it in for ``unit`` as one step: lookups from
+        other threads see the old definition or the new one, never neither.
+
+        If linking fails nothing changes.  Units that reference ``unit``
+        directly would be left pointing at freed code, so they make this a
+        DependencyError.
+        """
+        data, origin = read_source(source)
+        session = self.session
+        with session._lock:
+            self._check()
+            if unit.library is not self or not unit.alive:
+                raise LinkError(f"replace: {unit!r} is not a live unit of library {self.name!r}")
+            users = unit.dependents
+            if users:
+                raise DependencyError(
+                    f"cannot replace unit {unit.name!r}: "
+                    + ", ".join(f"{u.library.name}:{u.name}" for u in users)
+                    + " reference it directly (reach it through a patchable library instead)")
+            uname = name or (os.path.basename(origin) if origin != "<bytes>" else unit.name)
+            if is_archive(data):
+                new = session._new_unit(self, uname, Archive(data, uname))
+            elif is_elf(data):
+                new = session._new_unit(self, uname)
+                job = Job(session, replacing=unit)
+                job.add(ObjectFile(data, uname), new)
+                job.run()
+            else:
+                raise LinkError(f"{uname}: not an ELF object or an ar archive")
+            self._units.append(new)
+            session._unload(unit)       # unpublishes only names the new unit did not take over
+            if new._archive is not None:
+                self._offer(new)
+            return new
 
     def address(self, symbol: str) -> int:
         """Address of ``symbol`` defined in this library, pulling archive members if needed."""
@@ -168,7 +212,7 @@ class Library:
     def function(self, symbol: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Function:
         """A callable for ``symbol``; it raises once the defining unit is removed."""
         d = self._definition(symbol)
-        return Function(symbol, d[0], d[1], restype, argtypes)
+        return Function(symbol, d[0], d[1], restype, argtypes, self.session._reclaimer)
 
     def remove(self) -> None:
         self.session.remove_library(self)

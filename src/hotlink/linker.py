@@ -31,8 +31,9 @@ PLATFORM_NAMES = frozenset(("__dso_handle", "atexit", "__cxa_atexit", "_GLOBAL_O
 
 
 class Job:
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, replacing: Unit | None = None):
         self.session = session
+        self.replacing = replacing          # a unit whose definitions this link takes over
         self.items: list[LinkObject] = []
         self.pending: dict[Library, dict[str, tuple]] = {}     # lib -> name -> (lo, si, flags, size)
         self.comdats: dict[Library, dict[str, Unit]] = {}
@@ -83,6 +84,8 @@ class Job:
                      | (FUNC if info[si] & 15 == elf.STT_FUNC else 0)
                      | (HIDDEN if obj.sym_other[si] & 3 in _HIDDEN_VIS else 0))
             cur = pend.get(name) or published.get(name)
+            if cur is not None and cur[1] is self.replacing and self.replacing is not None:
+                cur = None
             if cur is None or (cur[2] & WEAK and not flags & WEAK):
                 pend[name] = (lo, si, flags, obj.sym_size[si])
             elif not (cur[2] | flags) & WEAK:
@@ -105,7 +108,7 @@ class Job:
             if d is not None and (own or not d[2] & HIDDEN):
                 return d
             d = other._symbols.get(name)
-            if d is not None and (own or not d[2] & HIDDEN):
+            if d is not None and (own or not d[2] & HIDDEN) and (d[1] is not self.replacing or d[1] is None):
                 return d
             if pull:
                 z = other._lazy.get(name)
@@ -328,26 +331,36 @@ class Job:
         for unit, attr, pool, addr, size in self.synthetic:
             unit._blocks.append((pool, addr, size))
             if attr == "_dso":
+                if unit._handlers is None:
+                    unit._handlers = []
                 platform.bind_dso(addr, unit._handlers)
         for unit, acq in self.acquired.items():
             if acq.got_targets:
-                unit._got.extend(acq.got_targets)
+                unit._got = (unit._got or []) + acq.got_targets
             if acq.stub_targets:
-                unit._stubs.extend(acq.stub_targets)
+                unit._stubs = (unit._stubs or []) + acq.stub_targets
         for user, used in self.deps:
+            if user._deps is None:
+                user._deps = set()
             user._deps.add(used)
+            if used._users is None:
+                used._users = set()
             used._users.add(user)
         for unit, addr in self.frames:
             platform.register_frames(addr)
-            unit._frames.append(addr)
+            unit._frames = (unit._frames or []) + [addr]
         for unit, inits, fini_stack in self.inits:
+            if unit._handlers is None:
+                unit._handlers = []
             unit._handlers.extend(fini_stack)
             platform.run_initializers(inits, unit._handlers)
         for lib, claimed in self.comdats.items():
             for sig, unit in claimed.items():
                 lib._comdats[sig] = unit
-                unit._comdats.append(sig)
+                unit._comdats = (unit._comdats or []) + [sig]
         for unit, offset in self.pulled:
+            if unit._members is None:
+                unit._members = set()
             unit._members.add(offset)
             lazy = unit.library._lazy
             for name in unit._archive.member_symbols(offset):

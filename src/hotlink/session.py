@@ -12,8 +12,9 @@ from typing import Any, Mapping, Sequence
 
 from . import platform
 from .arena import POOL_NAMES, Arena
-from .errors import LinkError, SessionClosedError
+from .errors import DependencyError, LinkError, SessionClosedError
 from .library import Library, Unit
+from .qsbr import Reclaimer
 from .tables import Tables, release_all
 
 _libc = ctypes.CDLL(None)
@@ -66,7 +67,7 @@ class Session:
         self._defines: dict[str, int] = {}
         self._shared: list[tuple[str, Any]] = []
         self._process_cache: dict[str, int] = {}
-        self._units: dict[int, Unit] = {}    # seq -> live unit, in load order
+        self._reclaimer = Reclaimer()
         self._seq = 0
         self._closed = False
         _open_sessions.add(self)
@@ -113,9 +114,8 @@ class Session:
                     raise LinkError(f"library {lib.name!r} is in the link order of {other.name!r}")
             mine = set(lib._units)
             for unit in reversed(lib._units):
-                outside = [u for u in unit._users if u.alive and u not in mine]
+                outside = [u for u in unit.dependents if u not in mine]
                 if outside:
-                    from .errors import DependencyError
                     raise DependencyError(
                         f"cannot remove library {lib.name!r}: unit {unit.name!r} is used by "
                         + ", ".join(f"{u.library.name}:{u.name}" for u in outside))
@@ -173,22 +173,21 @@ class Session:
 
     def _new_unit(self, lib: Library, name: str, archive=None) -> Unit:
         self._seq += 1
-        unit = Unit(lib, name, self._seq, archive)
-        self._units[self._seq] = unit
-        return unit
-
-    def _forget(self, unit: Unit) -> None:
-        self._units.pop(unit.seq, None)
+        return Unit(lib, name, self._seq, archive)
 
     def _unload(self, unit: Unit) -> None:
-        """Tear one unit down; the caller holds the lock and checked dependencies."""
+        """Tear one unit down; the caller holds the lock and checked dependencies.
+
+        Destructors run now; the unit's symbols disappear now; its memory,
+        unwind info and GOT/stub entries are retired and freed once no call
+        that might be running its code is left.
+        """
         unit.alive = False
         lib = unit.library
         try:
-            platform.run_finalizers(unit._handlers)
+            if unit._handlers:
+                platform.run_finalizers(unit._handlers)
         finally:
-            for addr in unit._frames:
-                platform.deregister_frames(addr)
             table = lib._symbols
             for name in unit._symbols:
                 d = table.get(name)
@@ -199,22 +198,30 @@ class Session:
                 for name, off in unit._archive.index.items():
                     if lazy.get(name) == (unit, off):
                         del lazy[name]
-            for sig in unit._comdats:
+            for sig in unit._comdats or ():
                 if lib._comdats.get(sig) is unit:
                     del lib._comdats[sig]
-            for dep in unit._deps:
+            for dep in unit._deps or ():
                 dep._users.discard(unit)
             if unit._dso:
                 platform.unbind_dso(unit._dso)
-            release_all(self._tables, unit._got, unit._stubs)
-            pools = self._arena.pools
-            for pool, addr, size in unit._blocks:
-                pools[pool].free(addr, size)
-            unit._blocks = unit._got = unit._stubs = unit._frames = []
-            unit._symbols, unit._deps = [], set()
             if unit in lib._units:
                 lib._units.remove(unit)
-            self._forget(unit)
+            frames, blocks, got, stubs = unit._frames, unit._blocks, unit._got, unit._stubs
+            unit._frames = unit._got = unit._stubs = unit._deps = unit._handlers = None
+            unit._blocks, unit._symbols = [], []
+            self._reclaimer.retire(sum(b[2] for b in blocks),
+                                   lambda: self._release(frames, blocks, got, stubs))
+
+    def _release(self, frames, blocks, got, stubs) -> None:
+        with self._lock:
+            for addr in frames or ():
+                platform.deregister_frames(addr)
+            if got or stubs:
+                release_all(self._tables, got or (), stubs or ())
+            pools = self._arena.pools
+            for pool, addr, size in blocks:
+                pools[pool].free(addr, size)
 
     # --- state --------------------------------------------------------------
 
@@ -229,19 +236,23 @@ class Session:
                 stats.mapped += pool.mapped
                 stats.used += pool.used
             stats.resident = arena.resident() if not self._closed else 0
+            stats.retired = self._reclaimer.retired_bytes
             stats.got_entries = len(self._tables.got_table.entries)
             stats.stubs = len(self._tables.stub_table.entries)
             for name, lib in self._libraries.items():
                 m = LibraryMemory(units=len(lib._units), symbols=len(lib._symbols))
                 for u in lib._units:
-                    m.used += sum(size for _, _, size in u._blocks)
+                    m.used += sum((size + 15) & -16 for _, _, size in u._blocks)
                 stats.libraries[name] = m
             return stats
 
     def synchronize(self, timeout: float | None = None) -> bool:
-        """Wait until everything retired is freed.  Nothing is retired yet
-        without patchable libraries, so this returns True at once."""
-        return True
+        """Wait until everything retired is freed (True), or ``timeout`` seconds (False)."""
+        done = self._reclaimer.synchronize(timeout)
+        if done and not self._closed:
+            with self._lock:
+                self._arena.flush()
+        return done
 
     def close(self) -> None:
         """Unload every unit newest first (running destructors), then unmap the arena."""
@@ -249,10 +260,11 @@ class Session:
             if self._closed:
                 return
             try:
-                for seq in sorted(self._units, reverse=True):
-                    unit = self._units.get(seq)
-                    if unit is not None and unit.alive:
+                units = [u for lib in self._libraries.values() for u in lib._units]
+                for unit in sorted(units, key=lambda u: -u.seq):
+                    if unit.alive:
                         self._unload(unit)
+                self._reclaimer.synchronize()
             finally:
                 for lib in self._libraries.values():
                     lib.alive = False
