@@ -19,8 +19,7 @@ def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence
         for so in shared:
             session.load_shared(so)
         lib = session.library("main")
-        for f in files:
-            lib.add(f)
+        lib.add_many(files)
         argv = [files[0], *args]
         c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[a.encode() for a in argv], None)
         main = lib.function(entry, ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)])

@@ -136,6 +136,43 @@ class Library:
             self._units.append(unit)
             return unit
 
+    def add_many(self, sources: Sequence[Source]) -> list[Unit]:
+        """Link several sources as one transaction, like a static link: objects
+        may reference each other in any order.  Each source becomes its own
+        unit; if anything fails, none is added."""
+        session = self.session
+        loaded = []
+        for source in sources:
+            data, origin = read_source(source)
+            loaded.append((data, os.path.basename(origin) if origin != "<bytes>" else None))
+        with session._lock:
+            self._check()
+            units: list[Unit] = []
+            archives: list[Unit] = []
+            try:
+                job = Job(session)
+                for data, uname in loaded:
+                    uname = uname or f"unit{session._seq + 1}"
+                    if is_archive(data):
+                        unit = session._new_unit(self, uname, Archive(data, uname))
+                        self._offer(unit)
+                        archives.append(unit)
+                    elif is_elf(data):
+                        unit = session._new_unit(self, uname)
+                        job.add(ObjectFile(data, uname), unit)
+                    else:
+                        raise LinkError(f"{uname}: not an ELF object or an ar archive")
+                    units.append(unit)
+                job.run()
+            except BaseException:
+                for unit in archives:
+                    for sym, off in unit._archive.index.items():
+                        if self._lazy.get(sym) == (unit, off):
+                            del self._lazy[sym]
+                raise
+            self._units.extend(units)
+            return units
+
     def _offer(self, unit: Unit) -> None:
         """Make an archive unit's members available for lazy pulling."""
         lazy = self._lazy

@@ -1,0 +1,43 @@
+# Local development tasks. Everything runs from a private virtualenv in .venv.
+#
+#   make install   create .venv and install hotlink (editable) with test extras
+#   make test      run the test suite
+#   make demo      run the live hot-patching demo
+#   make bench     run the link-latency benchmark (BENCH_ARGS="--quick --json out.json")
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The stamp lives inside the venv: deleting .venv forces a reinstall, and a
+# change to pyproject.toml (dependencies, entry points) triggers one too.
+# Source edits need no reinstall (editable install).
+STAMP  := $(VENV)/.hotlink-install.stamp
+
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+.PHONY: all install test demo bench clean
+
+all: test
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/hotlink demo
+
+bench: install
+	$(PY) benchmarks/link_latency.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
