@@ -146,8 +146,9 @@ def apply_relocations(buf: bytearray, obj: Any, section: int, base: int,
                 v = s + a
                 if kind == R_32 and not 0 <= v < (1 << 32) or kind == R_32S and not _near(v):
                     raise UnsupportedRelocationError(
-                        f"{where}+{off:#x}: {NAMES[kind]} needs {names(si)} ({v:#x}) below 2 GiB; "
-                        f"the arena is near libc at {base:#x}: compile with -fPIC (or the small PIC code model)")
+                        f"{where}+{off:#x}: {NAMES[kind]} to {names(si)} at {v:#x} is out of range "
+                        f"(absolute 32-bit addresses must lie below 2 GiB, and the arena is near libc "
+                        f"at {p:#x}): compile with -fPIC")
                 if off + 4 > end:
                     raise struct.error
                 _u32(buf, off, v & 0xFFFFFFFF)
