@@ -91,6 +91,17 @@ def read_source(source: Source) -> tuple[bytes, str]:
         return f.read(), path
 
 
+def load_source(session: Session, source: Any, options: dict[str, Any]) -> tuple[bytes, str]:
+    """The object or archive bytes for ``source`` and a name for it; LLVM IR
+    and C go through the front ends (``hotlink.frontend``) first."""
+    if not options.get("language") and isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+        data, origin = read_source(source)
+        if is_elf(data) or is_archive(data):
+            return data, origin
+    from .frontend import compile_source
+    return compile_source(session, source, options)
+
+
 class Library:
     """A namespace of symbols: what its units define, searched before its link order."""
 
@@ -115,10 +126,16 @@ class Library:
             raise SessionClosedError(f"library {self.name!r} was removed")
         self.session._check()
 
-    def add(self, source: Source, *, name: str | None = None) -> Unit:
-        """Link an object (``.o``), archive (``.a``) from a path or bytes; returns its unit."""
-        data, origin = read_source(source)
+    def add(self, source: Any, *, name: str | None = None, **options: Any) -> Unit:
+        """Link ``source`` and return its unit.
+
+        ``source`` is an object (``.o``) or archive (``.a``) as a path or
+        bytes, or LLVM IR / C for the front ends (``.ll``/``.bc``/``.c`` paths,
+        IR text or bitcode, llvmlite modules, C text with ``language="c"``);
+        ``options`` go to the front end (``language``, ``opt``, ``cpu``, ``flags``).
+        """
         session = self.session
+        data, origin = load_source(session, source, options)
         with session._lock:
             self._check()
             uname = name or (os.path.basename(origin) if origin != "<bytes>" else f"unit{session._seq + 1}")
@@ -136,15 +153,15 @@ class Library:
             self._units.append(unit)
             return unit
 
-    def add_many(self, sources: Sequence[Source]) -> list[Unit]:
+    def add_many(self, sources: Sequence[Any], **options: Any) -> list[Unit]:
         """Link several sources as one transaction, like a static link: objects
         may reference each other in any order.  Each source becomes its own
-        unit; if anything fails, none is added."""
+        unit; if anything fails, none is added.  Sources that need compiling
+        are compiled in parallel worker processes."""
         session = self.session
-        loaded = []
-        for source in sources:
-            data, origin = read_source(source)
-            loaded.append((data, os.path.basename(origin) if origin != "<bytes>" else None))
+        from .frontend import load_many
+        loaded = [(data, os.path.basename(origin) if origin != "<bytes>" else None)
+                  for data, origin in load_many(session, sources, options)]
         with session._lock:
             self._check()
             units: list[Unit] = []
@@ -180,7 +197,7 @@ class Library:
             if sym not in self._symbols:
                 lazy.setdefault(sym, (unit, off))
 
-    def replace(self, unit: Unit, source: Source, *, name: str | None = None) -> Unit:
+    def replace(self, unit: Unit, source: Any, *, name: str | None = None, **options: Any) -> Unit:
         """Link ``source`` and swap it in for ``unit`` as one step: lookups from
         other threads see the old definition or the new one, never neither.
 
@@ -188,8 +205,8 @@ class Library:
         directly would be left pointing at freed code, so they make this a
         DependencyError.
         """
-        data, origin = read_source(source)
         session = self.session
+        data, origin = load_source(session, source, options)
         with session._lock:
             self._check()
             if unit.library is not self or not unit.alive:

@@ -68,6 +68,7 @@ class Session:
         self._shared: list[tuple[str, Any]] = []
         self._process_cache: dict[str, int] = {}
         self._reclaimer = Reclaimer()
+        self._pool: Any = None            # the front ends' worker processes, started on first use
         self._seq = 0
         self._closed = False
         _open_sessions.add(self)
@@ -169,6 +170,21 @@ class Session:
             return addr
         return None
 
+    # --- front ends and the host ---------------------------------------------
+
+    def compile_many(self, sources: Sequence[Any], workers: int | None = None, **options: Any) -> list[bytes]:
+        """Compile LLVM IR / C sources to objects in parallel worker processes
+        (llvmlite serializes LLVM behind one lock, so threads would not help).
+        Objects and archives pass through unchanged."""
+        from .frontend.pool import compile_many
+        return compile_many(self, list(sources), workers, options)
+
+    def host_symbols(self, library: str | None = None, include_local: bool = True) -> dict[str, int]:
+        """Name -> address from the ELF symbol tables (``.symtab`` too) of the
+        executable (``library=None``) or of a loaded shared object."""
+        from .host import host_symbols
+        return host_symbols(library, include_local)
+
     # --- units ------------------------------------------------------------
 
     def _new_unit(self, lib: Library, name: str, archive=None) -> Unit:
@@ -266,6 +282,9 @@ class Session:
                         self._unload(unit)
                 self._reclaimer.synchronize()
             finally:
+                if self._pool is not None:
+                    self._pool.close()
+                    self._pool = None
                 for lib in self._libraries.values():
                     lib.alive = False
                 self._libraries.clear()
