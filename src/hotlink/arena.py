@@ -102,6 +102,10 @@ class Pool:
         self.used = 0
 
     def alloc(self, size: int, align: int) -> int:
+        with self.arena.lock:
+            return self._alloc(size, align)
+
+    def _alloc(self, size: int, align: int) -> int:
         size = (size + GRANULE - 1) & -GRANULE
         if align < GRANULE:
             align = GRANULE
@@ -123,7 +127,7 @@ class Pool:
         a = (self.top + align - 1) & -align
         if a + size > self.top_end:
             self._grow(size + align)
-            return self.alloc(size, align)
+            return self._alloc(size, align)
         if a > self.top:
             self._add(self.top, a)
         self.top = a + size
@@ -131,8 +135,11 @@ class Pool:
         return a
 
     def free(self, addr: int, size: int) -> None:
-        if size <= 0:
-            return
+        if size > 0:
+            with self.arena.lock:
+                self._free(addr, size)
+
+    def _free(self, addr: int, size: int) -> None:
         size = (size + GRANULE - 1) & -GRANULE
         self.used -= size
         end = addr + size
@@ -194,7 +201,9 @@ class Arena:
         self.base = _reserve(self.fd, size, libc_address())
         self.writer = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.bump = self.base
-        self.lock = threading.Lock()
+        # guards the pools and tables: links allocate under the session lock,
+        # but retired memory is freed from whichever thread ends a grace period
+        self.lock = threading.RLock()
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
         self.punched = 0
         self.chunk_pool: list[Pool | None] = [None] * (size // CHUNK)
@@ -233,10 +242,14 @@ class Arena:
         self._unpunched.append((addr, size))
         self._unpunched_bytes += size
         if self._unpunched_bytes >= PUNCH_BATCH:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
         """Punch every noted page that is still free."""
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
         pending, self._unpunched, self._unpunched_bytes = self._unpunched, [], 0
         for addr, size in sorted(pending):
             pool = self._pool_of(addr)

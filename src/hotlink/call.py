@@ -30,9 +30,9 @@ class Function:
         reclaimer = self._reclaimer
         e = reclaimer.enter()
         try:
-            unit = self._unit
-            if unit is not None and not unit.alive:
-                raise SessionClosedError(f"{self.name}: its unit {unit.name!r} was removed; the code is gone")
+            guard = self._unit      # the defining unit, or the entry stub of a patchable function
+            if guard is not None and not guard.alive:
+                raise SessionClosedError(f"{self.name}: its code was removed")
             return self._fn(*args)
         finally:
             reclaimer.exit(e)

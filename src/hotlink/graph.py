@@ -14,7 +14,7 @@ from .platform import init_priority
 SKIP, PLACE, EH_FRAME, INIT = 0, 1, 2, 3
 
 # Definition flags.
-WEAK, FUNC, HIDDEN = 1, 2, 4
+WEAK, FUNC, HIDDEN, STUB = 1, 2, 4, 8   # STUB: the published address is an entry stub
 
 _ALLOC, _EXCLUDE = elf.SHF_ALLOC, elf.SHF_EXCLUDE
 

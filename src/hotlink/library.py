@@ -10,6 +10,7 @@ from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .linker import Job
+from .patch import EntryStub
 
 if TYPE_CHECKING:
     from .session import Session
@@ -55,8 +56,20 @@ class Unit:
 
     @property
     def dependents(self) -> list[Unit]:
-        """Live units that reference this one directly."""
-        return sorted((u for u in self._users or () if u.alive), key=lambda u: u.seq)
+        """Live units that reference this one: directly, or through the entry
+        stubs of functions it provides."""
+        users = {u for u in self._users or () if u.alive}
+        for entry in self._entries():
+            users.update(entry.live_users())
+        users.discard(self)
+        return sorted(users, key=lambda u: u.seq)
+
+    def _entries(self) -> list:
+        """The entry stubs (patchable libraries) whose slots point into this unit."""
+        entries = self.library._entries
+        if not entries:
+            return []
+        return [e for e in map(entries.get, self._symbols) if e is not None and e.unit is self]
 
     def remove(self, cascade: bool = False) -> None:
         """Unload this unit: destructors, unwind info, symbols, memory.
@@ -116,6 +129,7 @@ class Library:
         self._lazy: dict[str, tuple[Unit, int]] = {}
         self._comdats: dict[str, Unit] = {}
         self._units: list[Unit] = []
+        self._entries: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
 
     @property
     def units(self) -> list[Unit]:
@@ -211,19 +225,30 @@ class Library:
             self._check()
             if unit.library is not self or not unit.alive:
                 raise LinkError(f"replace: {unit!r} is not a live unit of library {self.name!r}")
-            users = unit.dependents
-            if users:
+            direct = sorted({u for u in unit._users or () if u.alive and u is not unit}, key=lambda u: u.seq)
+            if direct:
                 raise DependencyError(
                     f"cannot replace unit {unit.name!r}: "
-                    + ", ".join(f"{u.library.name}:{u.name}" for u in users)
+                    + ", ".join(f"{u.library.name}:{u.name}" for u in direct)
                     + " reference it directly (reach it through a patchable library instead)")
             uname = name or (os.path.basename(origin) if origin != "<bytes>" else unit.name)
             if is_archive(data):
+                if unit.dependents:
+                    raise DependencyError(f"cannot replace unit {unit.name!r} by an archive while others call it")
                 new = session._new_unit(self, uname, Archive(data, uname))
             elif is_elf(data):
+                obj = ObjectFile(data, uname)
+                provided = set(obj.defined_globals())
+                lost = {e.name: e.live_users() for e in unit._entries()
+                        if e.name not in provided and e.live_users()}
+                if lost:
+                    raise DependencyError(
+                        f"cannot replace unit {unit.name!r}: the new code does not define "
+                        + "; ".join(f"{n} (called by {', '.join(f'{u.library.name}:{u.name}' for u in us)})"
+                                    for n, us in sorted(lost.items())))
                 new = session._new_unit(self, uname)
                 job = Job(session, replacing=unit)
-                job.add(ObjectFile(data, uname), new)
+                job.add(obj, new)
                 job.run()
             else:
                 raise LinkError(f"{uname}: not an ELF object or an ar archive")
@@ -266,7 +291,8 @@ class Library:
     def function(self, symbol: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Function:
         """A callable for ``symbol``; it raises once the defining unit is removed."""
         d = self._definition(symbol)
-        return Function(symbol, d[0], d[1], restype, argtypes, self.session._reclaimer)
+        guard = self._entries.get(symbol) if self.patchable else None   # survives replace
+        return Function(symbol, d[0], guard or d[1], restype, argtypes, self.session._reclaimer)
 
     def remove(self) -> None:
         self.session.remove_library(self)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from . import elf, layout, platform
+from . import elf, layout, patch, platform
 from .arena import CODE, RODATA
 from .errors import DuplicateSymbolError, MalformedObjectError, UndefinedSymbolError
-from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, WEAK, LinkObject
+from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject
 from .tables import Acquired
 from .x86_64 import apply_relocations
 
@@ -44,6 +44,9 @@ class Job:
         self.frames: list[tuple[Unit, int]] = []
         self.deps: set[tuple[Unit, Unit]] = set()
         self._unit: Unit | None = None     # whose fixups are being applied
+        self.entries: dict[tuple[Library, str], patch.EntryStub] = {}   # patchable functions defined here
+        self.new_entries: list[patch.EntryStub] = []
+        self.stub_uses: set[tuple[Unit, patch.EntryStub]] = set()
 
     # --- gathering -------------------------------------------------------
 
@@ -154,6 +157,20 @@ class Job:
             return platform.CXA_ATEXIT
         return lo.got_base   # _GLOBAL_OFFSET_TABLE_
 
+    def _entry_stubs(self) -> None:
+        """Give every function defined in a patchable library its entry stub
+        (reusing the library's existing one when a name is redefined)."""
+        for lib, defs in self.pending.items():
+            if not lib.patchable:
+                continue
+            for name, d in defs.items():
+                if d[2] & FUNC:
+                    entry = lib._entries.get(name)
+                    if entry is None:
+                        entry = patch.allocate(self.session._arena, name)
+                        self.new_entries.append(entry)
+                    self.entries[(lib, name)] = entry
+
     @staticmethod
     def _address(lo: LinkObject, si: int) -> int:
         obj = lo.obj
@@ -189,12 +206,20 @@ class Job:
                 continue
             owner = d[0]
             if owner.__class__ is LinkObject:
-                values.append(self._address(owner, d[1]))
-                if owner.unit is not unit:
+                if owner.unit is unit:
+                    values.append(self._address(owner, d[1]))
+                elif (owner.library, name) in self.entries:      # another unit's patchable function
+                    entry = self.entries[(owner.library, name)]
+                    values.append(entry.addr)
+                    self.stub_uses.add((unit, entry))
+                else:
+                    values.append(self._address(owner, d[1]))
                     self.deps.add((unit, owner.unit))
             else:
                 values.append(owner)
-                if d[1] is not None and d[1] is not unit:
+                if d[2] & STUB:
+                    self.stub_uses.add((unit, d[1].library._entries[name]))
+                elif d[1] is not None and d[1] is not unit:
                     self.deps.add((unit, d[1]))
         lo.values = values
 
@@ -303,6 +328,7 @@ class Job:
             self.gather()
             for lo in self.items:
                 layout.place(lo, arena)
+            self._entry_stubs()
             missing: dict[str, list[str]] = {}
             for lo in self.items:
                 self.resolve(lo, missing)
@@ -324,6 +350,9 @@ class Job:
         for unit, attr, pool, addr, size in self.synthetic:
             setattr(unit, attr, 0)
             arena.pools[pool].free(addr, size)
+        for entry in self.new_entries:
+            for pool, addr, size in patch.blocks(entry):
+                arena.pools[pool].free(addr, size)
 
     def commit(self) -> None:
         for lo in self.items:
@@ -366,9 +395,24 @@ class Job:
             for name in unit._archive.member_symbols(offset):
                 if lazy.get(name) == (unit, offset):
                     del lazy[name]
+        for user, entry in self.stub_uses:
+            if entry._users is None:
+                entry._users = set()
+            entry._users.add(user)
+            if user._deps is None:
+                user._deps = set()
+            user._deps.add(entry)
         address = self._address
+        entries = self.entries
         for lib, defs in self.pending.items():
             table = lib._symbols
             for name, (lo, si, flags, size) in defs.items():
-                table[name] = (address(lo, si), lo.unit, flags, size)
+                entry = entries.get((lib, name)) if entries else None
+                if entry is None:
+                    table[name] = (address(lo, si), lo.unit, flags, size)
+                else:   # the slot swings to the new code, then the stub is published
+                    patch.point(entry, address(lo, si))
+                    entry.unit = lo.unit
+                    lib._entries[name] = entry
+                    table[name] = (entry.addr, lo.unit, flags | STUB, size)
                 lo.unit._symbols.append(name)

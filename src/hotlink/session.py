@@ -6,13 +6,16 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from . import platform
+from . import patch, platform, runtime
+from .elf import ObjectFile
+from .linker import Job
 from .arena import POOL_NAMES, Arena
-from .errors import DependencyError, LinkError, SessionClosedError
+from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .library import Library, Unit
 from .qsbr import Reclaimer
 from .tables import Tables, release_all
@@ -69,6 +72,7 @@ class Session:
         self._process_cache: dict[str, int] = {}
         self._reclaimer = Reclaimer()
         self._pool: Any = None            # the front ends' worker processes, started on first use
+        self._runtime: Library | None = None   # hotlink's native runtime, linked on first use
         self._seq = 0
         self._closed = False
         _open_sessions.add(self)
@@ -151,7 +155,9 @@ class Session:
             self._shared.append((path, lib))
 
     def _external(self, name: str) -> int | None:
-        """Defines, then shared objects, then the process (dlsym RTLD_DEFAULT)."""
+        """hotlink's runtime, defines, then shared objects, then the process (dlsym RTLD_DEFAULT)."""
+        if name in runtime.NAMES:
+            return self._runtime_address(name)
         addr = self._defines.get(name)
         if addr is not None:
             return addr
@@ -169,6 +175,30 @@ class Session:
             self._process_cache[name] = addr
             return addr
         return None
+
+    def _runtime_address(self, name: str) -> int:
+        """Address of a runtime function, linking the runtime on first use."""
+        if self._runtime is None:
+            lib = Library(self, "hotlink.runtime")      # hidden: not in self._libraries
+            unit = self._new_unit(lib, "runtime")
+            job = Job(self)
+            job.add(ObjectFile(runtime.runtime_object(), "hotlink-runtime"), unit)
+            job.run()
+            lib._units.append(unit)
+            sym = lib._symbols
+            self._reclaimer.native = runtime.NativeThreads(
+                self._arena, sym["hotlink_epoch"][0], sym["hotlink_slots"][0], sym["hotlink_key"][0])
+            self._runtime = lib
+        return self._runtime._symbols[name][0]
+
+    def runtime_function(self, name: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Any:
+        """A ctypes function for one of hotlink's runtime functions (e.g. for
+        Python threads that run native loops: ``hotlink_thread_online``)."""
+        if name not in runtime.NAMES:
+            raise SymbolNotFoundError(f"{name!r} is not a hotlink runtime function")
+        with self._lock:
+            self._check()
+            return ctypes.CFUNCTYPE(restype, *argtypes)(self._runtime_address(name))
 
     # --- front ends and the host ---------------------------------------------
 
@@ -205,6 +235,11 @@ class Session:
                 platform.run_finalizers(unit._handlers)
         finally:
             table = lib._symbols
+            frames, blocks, got, stubs = unit._frames, unit._blocks, unit._got, unit._stubs
+            for entry in unit._entries():     # patchable functions nobody took over
+                entry.alive = False
+                del lib._entries[entry.name]
+                blocks = blocks + patch.blocks(entry)
             for name in unit._symbols:
                 d = table.get(name)
                 if d is not None and d[1] is unit:
@@ -223,21 +258,22 @@ class Session:
                 platform.unbind_dso(unit._dso)
             if unit in lib._units:
                 lib._units.remove(unit)
-            frames, blocks, got, stubs = unit._frames, unit._blocks, unit._got, unit._stubs
             unit._frames = unit._got = unit._stubs = unit._deps = unit._handlers = None
             unit._blocks, unit._symbols = [], []
             self._reclaimer.retire(sum(b[2] for b in blocks),
                                    lambda: self._release(frames, blocks, got, stubs))
 
     def _release(self, frames, blocks, got, stubs) -> None:
-        with self._lock:
-            for addr in frames or ():
-                platform.deregister_frames(addr)
+        """Free what a unit left behind; runs in whichever thread ends its grace
+        period, so it takes only the arena's lock, never the session's."""
+        for addr in frames or ():
+            platform.deregister_frames(addr)
+        arena = self._arena
+        with arena.lock:
             if got or stubs:
                 release_all(self._tables, got or (), stubs or ())
-            pools = self._arena.pools
             for pool, addr, size in blocks:
-                pools[pool].free(addr, size)
+                arena.pools[pool].free(addr, size)
 
     # --- state --------------------------------------------------------------
 
@@ -270,17 +306,27 @@ class Session:
                 self._arena.flush()
         return done
 
-    def close(self) -> None:
-        """Unload every unit newest first (running destructors), then unmap the arena."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Unload every unit newest first (running destructors), wait for the
+        grace period, then unmap the arena.
+
+        If a thread is still inside JIT code (or still registered with
+        ``hotlink_thread_online``) after ``timeout`` seconds, the arena is
+        left mapped, leaked rather than pulled from under that thread.
+        """
         with self._lock:
             if self._closed:
                 return
+            drained = False
             try:
                 units = [u for lib in self._libraries.values() for u in lib._units]
+                if self._runtime is not None:
+                    units += self._runtime._units
                 for unit in sorted(units, key=lambda u: -u.seq):
                     if unit.alive:
                         self._unload(unit)
-                self._reclaimer.synchronize()
+                native = self._reclaimer.native
+                drained = self._reclaimer.synchronize(timeout) and not (native and native.online())
             finally:
                 if self._pool is not None:
                     self._pool.close()
@@ -289,8 +335,15 @@ class Session:
                     lib.alive = False
                 self._libraries.clear()
                 self._closed = True
-                self._arena.close()
+                self._reclaimer.closed = True
                 _open_sessions.discard(self)
+                if drained:
+                    if self._reclaimer.native is not None:
+                        self._reclaimer.native.close()
+                    self._arena.close()
+                else:
+                    warnings.warn("hotlink: threads are still running JIT code; the session's "
+                                  "arena stays mapped", RuntimeWarning, stacklevel=2)
 
     @property
     def closed(self) -> bool:

@@ -22,6 +22,10 @@ class Table:
         self.entries: dict[int, list[int]] = {}   # target -> [entry address, refcount]
 
     def acquire(self, target: int) -> int:
+        with self.arena.lock:
+            return self._acquire(target)
+
+    def _acquire(self, target: int) -> int:
         e = self.entries.get(target)
         if e is None:
             addr = self.pool.alloc(self.size, self.align)
@@ -32,6 +36,10 @@ class Table:
         return e[0]
 
     def release(self, target: int) -> None:
+        with self.arena.lock:
+            self._release(target)
+
+    def _release(self, target: int) -> None:
         e = self.entries[target]
         e[1] -= 1
         if e[1] == 0:
