@@ -1,0 +1,91 @@
+"""LLVM IR and bitcode to an ELF object, with llvmlite.
+
+Always PIC with the small code model: the arena sits within ±2 GiB of libc,
+far above 2 GiB, so code must be position-independent (``PLT32``/``PC32``/
+``GOTPCREL``); absolute 32-bit relocations could not be satisfied.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import CompileError
+from .jobs import Job
+
+_state: dict[str, Any] = {}            # llvmlite module and target machines, made once per process
+
+
+def _llvm() -> Any:
+    llvm = _state.get("llvm")
+    if llvm is None:
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        _state["llvm"] = llvm
+    return llvm
+
+
+def target(cpu: str, features: str) -> tuple[str, str, str]:
+    """(triple, cpu name, feature string) that ``cpu``/``features`` resolve to here."""
+    key = ("target", cpu, features)
+    if key not in _state:
+        llvm = _llvm()
+        name = llvm.get_host_cpu_name() if cpu == "host" else cpu
+        feats = llvm.get_host_cpu_features().flatten() if cpu == "host" else ""
+        feats = ",".join(f for f in (feats, features) if f)
+        _state[key] = (llvm.get_process_triple(), name, feats)
+    return _state[key]
+
+
+def toolchain_id() -> str:
+    import llvmlite
+    llvm = _llvm()
+    return f"llvmlite {llvmlite.__version__} llvm {'.'.join(map(str, llvm.llvm_version_info))}"
+
+
+def _target_machine(cpu: str, features: str, opt: int) -> Any:
+    key = ("tm", cpu, features, opt)
+    tm = _state.get(key)
+    if tm is None:
+        llvm = _llvm()
+        triple, name, feats = target(cpu, features)
+        tm = llvm.Target.from_triple(triple).create_target_machine(
+            cpu=name, features=feats, opt=opt, reloc="pic", codemodel="small")
+        _state[key] = tm
+    return tm
+
+
+def compile_ir(job: Job) -> bytes:
+    """The object for ``job`` (IR text or bitcode); CompileError with LLVM's message."""
+    llvm = _llvm()
+    o = job.options
+    tm = _target_machine(o.cpu, o.features, o.opt)
+    ctx = llvm.create_context()       # a context per module: the global one would grow forever
+    mod = None
+    try:
+        try:
+            if job.data[:4] in (b"BC\xc0\xde", b"\xde\xc0\x17\x0b"):
+                mod = llvm.parse_bitcode(job.data, context=ctx)
+            else:
+                mod = llvm.parse_assembly(job.data.decode("utf-8", "replace"), context=ctx)
+            _check_triple(mod.triple, job)
+            mod.triple = tm.triple
+            mod.data_layout = str(tm.target_data)
+            mod.verify()
+        except RuntimeError as e:
+            raise CompileError(f"{job.origin}: invalid LLVM IR", str(e).strip()) from None
+        if o.opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=o.opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        return bytes(tm.emit_object(mod))
+    finally:
+        if mod is not None:
+            mod.close()
+        ctx.close()
+
+
+def _check_triple(triple: str, job: Job) -> None:
+    # An x86-64 Linux triple with another vendor is fine; another architecture
+    # or OS would give code or an object format the linker cannot use.
+    if triple and not (triple.startswith("x86_64-") and "linux" in triple):
+        raise CompileError(f"{job.origin}: target triple {triple!r} is not x86_64 Linux")
