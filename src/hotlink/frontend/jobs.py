@@ -13,7 +13,7 @@ LANGUAGES = {"llvm": "llvm", "ir": "llvm", "c": "c", "c++": "c++", "cxx": "c++",
 EXTENSIONS = {".ll": "llvm", ".bc": "llvm", ".c": "c",
               ".cc": "c++", ".cpp": "c++", ".cxx": "c++", ".C": "c++"}
 BITCODE_MAGIC = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")    # raw bitcode, bitcode wrapper
-CRASH_MODES = ("abort", "segv", "exit")
+CRASH_MODES = ("abort", "segv", "exit", "hang")
 
 # Lines only LLVM IR text starts with (C never does): detection without a language.
 _IR_LINE = re.compile(rb"^\s*(?:define\s|declare\s|target\s+(?:triple|datalayout)\s*=|source_filename\s*="
@@ -60,6 +60,23 @@ class Options:
         if kw.get("cache_dir") is not None:
             kw["cache_dir"] = os.fspath(kw["cache_dir"])
         return cls(**kw)
+
+
+class Source:
+    """A source with its own front-end options, to mix settings in one
+    ``add_many``/``compile_many``: ``Source("fast.c", opt=3, flags=["-ffast-math"])``.
+    Its options override the call's."""
+
+    __slots__ = ("source", "options")
+
+    def __init__(self, source: Any, **options: Any):
+        Options.parse(options)                       # reject bad options here, not later
+        self.source = source
+        self.options = options
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"Source({str(self.source)[:40]!r}{opts})"
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,11 @@ def compile_ir(job: Job) -> bytes:
 
 
 def _check_triple(triple: str, job: Job) -> None:
-    # An x86-64 Linux triple with another vendor is fine; another architecture
-    # or OS would give code or an object format the linker cannot use.
-    if triple and not (triple.startswith("x86_64-") and "linux" in triple):
+    # An x86-64 Linux triple with another vendor is fine, and so is none
+    # (llvmlite.ir says "unknown-unknown-unknown"); another architecture or OS
+    # would give code or an object format the linker cannot use.
+    parts = triple.split("-")
+    arch_ok = parts[0] in ("x86_64", "unknown", "")
+    os_ok = "linux" in triple or all(p in ("unknown", "") for p in parts[1:3])
+    if not (arch_ok and os_ok):
         raise CompileError(f"{job.origin}: target triple {triple!r} is not x86_64 Linux")

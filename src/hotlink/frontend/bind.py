@@ -1,0 +1,125 @@
+"""Bind IR to a running host's internal globals (the ORC recipe).
+
+IR extracted from a program (say, a function recompiled with new flags)
+still *defines* the program's internal (``static``) functions and variables.
+Linked as is, the JIT code would get private copies: a fresh ``counter``
+starting at zero, a second copy of every helper. ``bind_to_host`` rewrites
+each internal definition:
+
+* found in the side table (from ``host_symbols``): it becomes
+  ``available_externally`` - for the linker an external reference, bound
+  through ``Session.define`` to the host's own definition, so the JIT code
+  reads and writes the host's real state and calls its real functions.
+  (Function bodies stay available to LLVM's analyses; ``noinline`` keeps the
+  calls real calls into the host);
+* not found: it is promoted to an external definition, which then serves
+  from now on (later modules bind to it through the library).
+
+Unnamed-address constants (string literals) have no identity to share and
+stay as they are. The rewrite is done on LLVM's own printing of the module,
+so it sees canonical syntax, and the result is parsed and verified again.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import CompileError, LinkError
+
+_NAME = r'(?:"(?:[^"\\]|\\.)*"|[-a-zA-Z$._0-9]+)'
+_VAR = re.compile(rf"^@({_NAME}) = (internal|private) (.*)$")
+_FUNC = re.compile(rf"^define (internal|private) (.*?)@({_NAME})\((.*)$")
+_COMDAT = re.compile(r",? comdat(?:\(\$[^)]*\))?")
+_KIND = re.compile(r"\b(?:global|constant)\b")
+
+
+@dataclass
+class BoundIR:
+    """The rewritten module and what happened to each internal global."""
+    module: Any                                        # llvmlite.binding.ModuleRef, ready for Library.add
+    bound: dict[str, int] = field(default_factory=dict)  # name -> host address: pass to Session.define
+    promoted: list[str] = field(default_factory=list)    # now external definitions of the JIT code
+    kept: list[str] = field(default_factory=list)        # left internal (no identity, or promote=False)
+
+    @property
+    def ir(self) -> str:
+        return str(self.module)
+
+
+def _unquote(name: str) -> str:
+    if name.startswith('"'):
+        return re.sub(r"\\([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), name[1:-1])
+    return name
+
+
+def _module_text(ir: Any) -> str:
+    from .llvm import _llvm
+    llvm = _llvm()
+    if isinstance(ir, (bytes, bytearray)) and ir[:4] in (b"BC\xc0\xde", b"\xde\xc0\x17\x0b"):
+        try:
+            return str(llvm.parse_bitcode(bytes(ir)))
+        except RuntimeError as e:
+            raise CompileError("bind_to_host: invalid bitcode", str(e)) from None
+    text = ir.decode() if isinstance(ir, (bytes, bytearray)) else str(ir)   # ir.Module, ModuleRef: str()
+    try:
+        return str(llvm.parse_assembly(text))         # canonical syntax, one global per line
+    except RuntimeError as e:
+        raise CompileError("bind_to_host: invalid LLVM IR", str(e)) from None
+
+
+def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True) -> BoundIR:
+    """Rewrite ``ir`` (text, bitcode, ``llvmlite.ir.Module`` or ``ModuleRef``)
+    so its internal globals bind to the host definitions in ``side_table``
+    (name -> address, e.g. ``Session.host_symbols(...)``); the others are
+    promoted to external definitions (or kept internal if ``promote=False``).
+
+    Link it with ``session.define(result.bound)`` then ``lib.add(result.module)``.
+    """
+    from .llvm import _llvm
+    lines = _module_text(ir).split("\n")
+    result = BoundIR(module=None)
+    out = []
+    for line in lines:
+        m = _VAR.match(line)
+        if m:
+            name, linkage, rest = _unquote(m.group(1)), m.group(2), m.group(3)
+            addr = side_table.get(name)
+            words = _KIND.split(rest, 1)[0].split()      # what precedes "global"/"constant"
+            if addr is not None:
+                if any(w.startswith("thread_local") for w in words):
+                    raise LinkError(f"bind_to_host: cannot bind thread-local @{name} to one host address")
+                result.bound[name] = int(addr)
+                line = f"@{m.group(1)} = available_externally {_COMDAT.sub('', rest)}"
+            elif promote and "unnamed_addr" not in words:
+                result.promoted.append(name)
+                line = f"@{m.group(1)} = {rest}"
+            else:
+                result.kept.append(name)
+            out.append(line)
+            continue
+        m = _FUNC.match(line)
+        if m:
+            _, head, qname, tail = m.groups()
+            name = _unquote(qname)
+            addr = side_table.get(name)
+            if addr is not None:
+                result.bound[name] = int(addr)
+                line = f"define available_externally {head}@{qname}({_COMDAT.sub('', tail)}"
+            elif promote:
+                result.promoted.append(name)
+                line = f"define {head}@{qname}({tail}"
+            else:
+                result.kept.append(name)
+        out.append(line)
+    llvm = _llvm()
+    try:
+        mod = llvm.parse_assembly("\n".join(out))
+        for fn in mod.functions:
+            if fn.name in result.bound and not any(b"alwaysinline" in a for a in fn.attributes):
+                fn.add_function_attribute("noinline")   # call the host's function, do not inline a copy
+        mod.verify()
+    except RuntimeError as e:
+        raise CompileError("bind_to_host: the rewritten module does not verify", str(e)) from None
+    result.module = mod
+    return result

@@ -1,0 +1,233 @@
+"""The running host's own symbols, internal (static) ones included.
+
+``dlsym`` sees only the dynamic symbol table: exported names. JIT code that
+shares state with the program already running often needs its *static*
+functions and variables, which only the full ``.symtab`` lists (or, for a
+stripped binary, the separate debug file found by build-id). This module
+reads those tables from the files of the loaded objects (found with
+``dl_iterate_phdr``) and adds each object's load bias.
+
+A name defined more than once in one object (two ``static`` helpers in
+different translation units, or a static and a global) is *ambiguous*: it is
+left out of the mapping, listed in ``HostSymbols.ambiguous``, and looking it
+up raises ``AmbiguousSymbolError`` naming the candidates and their source
+files; ``candidates(name)`` lets the caller choose.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import struct
+from typing import NamedTuple
+
+from .errors import LinkError, SymbolNotFoundError
+
+SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM = 2, 7, 11
+STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_FILE = 0, 1, 2, 4
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+SHN_UNDEF, SHN_ABS = 0, 0xFFF1
+ET_DYN = 3
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_BINDINGS = {STB_LOCAL: "local", STB_GLOBAL: "global", STB_WEAK: "weak", 10: "unique"}
+_KINDS = {STT_NOTYPE: "notype", STT_OBJECT: "object", STT_FUNC: "func"}
+DEBUG_DIR = "/usr/lib/debug"
+
+
+class AmbiguousSymbolError(LinkError, KeyError):
+    """A host name with more than one definition; ``candidates`` lists them."""
+
+    def __init__(self, name: str, candidates: list[HostSymbol], where: str):
+        self.symbol = name
+        self.candidates = candidates
+        cands = "; ".join(f"{c.binding} {c.kind} at {c.address:#x}" + (f" from {c.file}" if c.file else "")
+                          for c in candidates)
+        super().__init__(f"host symbol {name!r} is ambiguous in {where}: {cands} "
+                         f"(choose one with HostSymbols.candidates())")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class HostSymbol(NamedTuple):
+    name: str
+    address: int        # load bias applied: where it is in this process
+    size: int
+    kind: str           # "func", "object", "notype"
+    binding: str        # "local", "global", "weak", "unique"
+    file: str | None    # the translation unit (STT_FILE) a local comes from, when known
+
+
+class HostSymbols(dict):
+    """name -> address, plus what could not be decided."""
+
+    def __init__(self, path: str, bias: int, table: str, symbols: list[HostSymbol]):
+        super().__init__()
+        self.path = path
+        self.bias = bias
+        self.table = table                              # ".symtab", "debug file", or ".dynsym"
+        self._by_name: dict[str, list[HostSymbol]] = {}
+        for s in symbols:
+            self._by_name.setdefault(s.name, []).append(s)
+        self.ambiguous: dict[str, list[HostSymbol]] = {}
+        for name, syms in self._by_name.items():
+            if len({s.address for s in syms}) == 1:
+                self[name] = syms[0].address            # aliases of one address are fine
+            else:
+                self.ambiguous[name] = syms
+
+    def __missing__(self, name: str) -> int:
+        if name in self.ambiguous:
+            raise AmbiguousSymbolError(name, self.ambiguous[name], self.path)
+        raise SymbolNotFoundError(f"host symbol {name!r} is not defined in {self.path} ({self.table})")
+
+    def candidates(self, name: str) -> list[HostSymbol]:
+        """Every definition of ``name``, with its binding and source file."""
+        return list(self._by_name.get(name, ()))
+
+
+# --- the loaded objects ------------------------------------------------------
+
+class _PhdrInfo(ctypes.Structure):
+    _fields_ = [("dlpi_addr", ctypes.c_uint64), ("dlpi_name", ctypes.c_char_p),
+                ("dlpi_phdr", ctypes.c_void_p), ("dlpi_phnum", ctypes.c_uint16)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)
+
+
+def loaded_objects() -> list[tuple[str, int]]:
+    """(path, load bias) of every object in the process; the executable first."""
+    found: list[tuple[str, int]] = []
+
+    def visit(info, size, data):  # type: ignore[no-untyped-def]
+        name = info.contents.dlpi_name
+        found.append((os.fsdecode(name) if name else "", info.contents.dlpi_addr))
+        return 0
+
+    ctypes.CDLL(None).dl_iterate_phdr(_CALLBACK(visit), None)
+    exe = os.path.realpath("/proc/self/exe")
+    return [(p or exe, bias) for p, bias in found if (p or exe) and os.path.exists(p or exe)]
+
+
+def find_object(library: str | None) -> tuple[str, int]:
+    """The (path, bias) of the executable (None) or of the one loaded object
+    ``library`` names: an exact path, a file name, or a unique substring."""
+    objects = loaded_objects()
+    if library is None:
+        return objects[0]
+    want = os.fspath(library)
+    tiers = [
+        [o for o in objects if o[0] == want or os.path.realpath(o[0]) == os.path.realpath(want)],
+        [o for o in objects if os.path.basename(o[0]) == want],
+        [o for o in objects if os.path.basename(o[0]).startswith(want)],
+        [o for o in objects if want in o[0]],
+    ]
+    for tier in tiers:
+        if len(tier) == 1:
+            return tier[0]
+        if len(tier) > 1:
+            raise LinkError(f"host_symbols: {want!r} matches several loaded objects: "
+                            + ", ".join(p for p, _ in tier))
+    raise LinkError(f"host_symbols: no loaded object matches {want!r}")
+
+
+# --- reading the files ---------------------------------------------------------
+
+def _sections(f) -> tuple[int, list[tuple]]:  # type: ignore[no-untyped-def]
+    head = os.pread(f, _EHDR.size, 0)
+    if len(head) < _EHDR.size or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        raise LinkError("not an ELF64 little-endian file")
+    fields = _EHDR.unpack(head)
+    e_type, shoff, shentsize, shnum = fields[1], fields[6], fields[11], fields[12]
+    if shoff == 0:
+        return e_type, []
+    if shnum == 0:                                   # extended numbering: the count is in section 0
+        shnum = _SHDR.unpack(os.pread(f, _SHDR.size, shoff))[5]
+    raw = os.pread(f, shentsize * shnum, shoff)
+    return e_type, [_SHDR.unpack_from(raw, i * shentsize) for i in range(shnum)]
+
+
+def _build_id(f, sections) -> str | None:  # type: ignore[no-untyped-def]
+    for sh in sections:
+        if sh[1] == SHT_NOTE:
+            note = os.pread(f, sh[5], sh[4])
+            off = 0
+            while off + 12 <= len(note):
+                namesz, descsz, ntype = struct.unpack_from("<III", note, off)
+                name_end = off + 12 + ((namesz + 3) & ~3)
+                if ntype == 3 and note[off + 12:off + 12 + namesz] == b"GNU\0":
+                    return note[name_end:name_end + descsz].hex()
+                off = name_end + ((descsz + 3) & ~3)
+    return None
+
+
+def _read_table(f, sections, sh) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """(name, value, size, type, binding, shndx, file) for each symbol of table ``sh``."""
+    data = os.pread(f, sh[5], sh[4])
+    strtab = sections[sh[6]]
+    strings = os.pread(f, strtab[5], strtab[4])
+    out = []
+    current_file = None
+    for st_name, st_info, _other, shndx, value, size in _SYM.iter_unpack(data[: len(data) // _SYM.size * _SYM.size]):
+        end = strings.find(b"\0", st_name)
+        name = strings[st_name:end].decode("utf-8", "surrogateescape") if st_name else ""
+        stype, bind = st_info & 0xF, st_info >> 4
+        if stype == STT_FILE:
+            current_file = name or None
+            continue
+        out.append((name, value, size, stype, bind, shndx, current_file if bind == STB_LOCAL else None))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _file_symbols(path: str, stamp: tuple[int, int]) -> tuple[int, str, tuple]:
+    """(ELF type, table used, symbols) of a file; cached by path, mtime and size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        e_type, sections = _sections(fd)
+        symtab = next((s for s in sections if s[1] == SHT_SYMTAB), None)
+        if symtab is not None:
+            return e_type, ".symtab", tuple(_read_table(fd, sections, symtab))
+        bid = _build_id(fd, sections)
+        debug = os.path.join(DEBUG_DIR, ".build-id", bid[:2], bid[2:] + ".debug") if bid else None
+        if debug and os.path.exists(debug):
+            dfd = os.open(debug, os.O_RDONLY)
+            try:
+                _, dsections = _sections(dfd)
+                dsym = next((s for s in dsections if s[1] == SHT_SYMTAB), None)
+                if dsym is not None:
+                    return e_type, f"debug file {debug}", tuple(_read_table(dfd, dsections, dsym))
+            finally:
+                os.close(dfd)
+        dynsym = next((s for s in sections if s[1] == SHT_DYNSYM), None)
+        return e_type, ".dynsym", tuple(_read_table(fd, sections, dynsym)) if dynsym else ()
+    finally:
+        os.close(fd)
+
+
+def host_symbols(library: str | None = None, include_local: bool = True) -> HostSymbols:
+    """Name -> address of the functions and variables defined by the executable
+    (``library=None``) or by the loaded object ``library`` names, from its full
+    symbol table (static functions and variables too, unless
+    ``include_local=False``). Thread-locals and IFUNC resolvers are left out
+    (their values are not addresses of the thing); ambiguous names are left
+    out and listed in ``.ambiguous``."""
+    path, bias = find_object(library)
+    st = os.stat(path)
+    try:
+        e_type, table, raw = _file_symbols(path, (st.st_mtime_ns, st.st_size))
+    except (OSError, struct.error) as e:
+        raise LinkError(f"host_symbols: cannot read the symbol table of {path}: {e}") from None
+    if e_type != ET_DYN:
+        bias = 0                                      # ET_EXEC: values are already addresses
+    symbols = []
+    for name, value, size, stype, bind, shndx, tu in raw:
+        if not name or shndx in (SHN_UNDEF, SHN_ABS) or stype not in _KINDS or bind not in _BINDINGS:
+            continue
+        if bind == STB_LOCAL and (not include_local or stype == STT_NOTYPE):
+            continue                                  # local NOTYPE: assembler labels, not things
+        symbols.append(HostSymbol(name, value + bias, size, _KINDS[stype], _BINDINGS[bind], tu))
+    return HostSymbols(path, bias, table, symbols)
