@@ -80,6 +80,18 @@ def _reserve(fd: int, size: int, anchor: int) -> int:
 GRANULE = 16   # every block starts and ends on 16 bytes, so no unusable slivers
 
 
+def pack_block(pool: int, addr: int, size: int, frame: bool = False) -> int:
+    """One int per block keeps a tiny unit's bookkeeping small: the address
+    (user space fits in 47 bits), the pool, whether the block is a registered
+    .eh_frame table, and the size."""
+    return addr | pool << 47 | frame << 49 | size << 50
+
+
+def unpack_block(block: int) -> tuple[int, int, int, bool]:
+    """(pool, address, size, frame) of a packed block."""
+    return (block >> 47) & 3, block & ((1 << 47) - 1), block >> 50, bool(block >> 49 & 1)
+
+
 class Pool:
     """Blocks of one protection.
 

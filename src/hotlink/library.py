@@ -18,36 +18,52 @@ if TYPE_CHECKING:
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 
+class UnitExtras:
+    """Bookkeeping most units never need, kept out of Unit to keep tiny units small."""
+
+    __slots__ = ("got", "stubs", "handlers", "dso", "atexit", "members", "comdats")
+
+    def __init__(self) -> None:
+        self.got: list[int] = []          # GOT targets acquired
+        self.stubs: list[int] = []        # far-call stub targets acquired
+        self.handlers: list = []          # finalizers and atexit handlers, newest last
+        self.dso = 0                      # this unit's __dso_handle
+        self.atexit = 0                   # this unit's atexit thunk
+        self.members: set[int] = set()    # archive members pulled
+        self.comdats: list[str] = []      # COMDAT groups this unit provides
+
+
 class Unit:
     """What one ``Library.add`` brought in; removable on its own.
 
-    Bookkeeping that most units never need (GOT entries, finalizers,
-    dependencies, archive members) stays None until used: a tiny unit must
-    cost well under a kilobyte.
+    A tiny unit must cost well under a kilobyte, so the layout is lean: blocks
+    are packed ints (arena.pack_block), names a tuple, and rarely needed
+    bookkeeping lives in ``UnitExtras``, created on first use.
     """
 
-    __slots__ = ("name", "library", "alive", "seq", "_symbols", "_blocks", "_got", "_stubs",
-                 "_frames", "_handlers", "_dso", "_atexit", "_deps", "_users", "_archive",
-                 "_members", "_comdats", "__weakref__")
+    __slots__ = ("_name", "library", "alive", "seq", "_symbols", "_blocks", "_deps", "_users",
+                 "_archive", "_x", "__weakref__")
 
-    def __init__(self, library: Library, name: str, seq: int, archive: Archive | None = None):
-        self.name = name
+    def __init__(self, library: Library, name: str | None, seq: int, archive: Archive | None = None):
+        self._name = name                                # None: "unit<seq>"
         self.library = library
         self.alive = True
         self.seq = seq
-        self._symbols: list[str] = []
-        self._blocks: list[tuple[int, int, int]] = []    # (pool, address, size)
-        self._got: list[int] | None = None               # GOT targets acquired
-        self._stubs: list[int] | None = None             # stub targets acquired
-        self._frames: list[int] | None = None            # registered .eh_frame tables
-        self._handlers: list | None = None               # finalizers and atexit handlers
-        self._dso = 0
-        self._atexit = 0
-        self._deps: set[Unit] | None = None              # units this one references
+        self._symbols: tuple[str, ...] = ()              # names this unit published
+        self._blocks: list[int] = []                     # arena.pack_block(...) each
+        self._deps: set | None = None                    # units and entry stubs this one references
         self._users: set[Unit] | None = None             # units referencing this one
         self._archive = archive
-        self._members: set[int] | None = None            # archive members pulled
-        self._comdats: list[str] | None = None
+        self._x: UnitExtras | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name or f"unit{self.seq}"
+
+    def extras(self) -> UnitExtras:
+        if self._x is None:
+            self._x = UnitExtras()
+        return self._x
 
     @property
     def symbols(self) -> list[str]:
@@ -152,17 +168,18 @@ class Library:
         data, origin = load_source(session, source, options)
         with session._lock:
             self._check()
-            uname = name or (os.path.basename(origin) if origin != "<bytes>" else f"unit{session._seq + 1}")
+            uname = name or (os.path.basename(origin) if origin != "<bytes>" else None)
             if is_archive(data):
-                unit = session._new_unit(self, uname, Archive(data, uname))
+                unit = session._new_unit(self, uname)
+                unit._archive = Archive(data, unit.name)
                 self._offer(unit)
                 self._units.append(unit)
                 return unit
             if not is_elf(data):
-                raise LinkError(f"{uname}: not an ELF object or an ar archive (LLVM IR and C need a front end)")
+                raise LinkError(f"{uname or origin}: not an ELF object or an ar archive")
             unit = session._new_unit(self, uname)
             job = Job(session)
-            job.add(ObjectFile(data, uname), unit)
+            job.add(ObjectFile(data, unit.name), unit)
             job.run()
             self._units.append(unit)
             return unit
@@ -183,16 +200,16 @@ class Library:
             try:
                 job = Job(session)
                 for data, uname in loaded:
-                    uname = uname or f"unit{session._seq + 1}"
                     if is_archive(data):
-                        unit = session._new_unit(self, uname, Archive(data, uname))
+                        unit = session._new_unit(self, uname)
+                        unit._archive = Archive(data, unit.name)
                         self._offer(unit)
                         archives.append(unit)
                     elif is_elf(data):
                         unit = session._new_unit(self, uname)
-                        job.add(ObjectFile(data, uname), unit)
+                        job.add(ObjectFile(data, unit.name), unit)
                     else:
-                        raise LinkError(f"{uname}: not an ELF object or an ar archive")
+                        raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
                     units.append(unit)
                 job.run()
             except BaseException:
@@ -231,13 +248,14 @@ class Library:
                     f"cannot replace unit {unit.name!r}: "
                     + ", ".join(f"{u.library.name}:{u.name}" for u in direct)
                     + " reference it directly (reach it through a patchable library instead)")
-            uname = name or (os.path.basename(origin) if origin != "<bytes>" else unit.name)
+            uname = name or (os.path.basename(origin) if origin != "<bytes>" else unit._name)
             if is_archive(data):
                 if unit.dependents:
                     raise DependencyError(f"cannot replace unit {unit.name!r} by an archive while others call it")
-                new = session._new_unit(self, uname, Archive(data, uname))
+                new = session._new_unit(self, uname)
+                new._archive = Archive(data, new.name)
             elif is_elf(data):
-                obj = ObjectFile(data, uname)
+                obj = ObjectFile(data, uname or "<bytes>")
                 provided = set(obj.defined_globals())
                 lost = {e.name: e.live_users() for e in unit._entries()
                         if e.name not in provided and e.live_users()}
@@ -251,7 +269,7 @@ class Library:
                 job.add(obj, new)
                 job.run()
             else:
-                raise LinkError(f"{uname}: not an ELF object or an ar archive")
+                raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
             self._units.append(new)
             session._unload(unit)       # unpublishes only names the new unit did not take over
             if new._archive is not None:

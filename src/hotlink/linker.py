@@ -13,7 +13,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from . import elf, layout, patch, platform
-from .arena import CODE, RODATA
+from .arena import CODE, RODATA, pack_block
 from .errors import DuplicateSymbolError, MalformedObjectError, UndefinedSymbolError
 from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject
 from .tables import Acquired
@@ -137,10 +137,12 @@ class Job:
     # --- resolution and fixups -------------------------------------------
 
     def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content: bytes) -> int:
-        addr = getattr(unit, attr)
+        """A per-unit platform object (``dso`` handle or ``atexit`` thunk), made once."""
+        extras = unit.extras()
+        addr = getattr(extras, attr)
         if not addr:
             addr = self.session._arena.pools[pool].alloc(size, align)
-            setattr(unit, attr, addr)
+            setattr(extras, attr, addr)
             self.synthetic.append((unit, attr, pool, addr, size))
             self.session._arena.write(addr, content)
         return addr
@@ -148,10 +150,10 @@ class Job:
     def _platform_value(self, lo: LinkObject, name: str) -> int:
         unit = lo.unit
         if name == "__dso_handle":
-            return self._synthetic(unit, "_dso", RODATA, 8, 8, bytes(8))
+            return self._synthetic(unit, "dso", RODATA, 8, 8, bytes(8))
         if name == "atexit":
             dso = self._platform_value(lo, "__dso_handle")
-            return self._synthetic(unit, "_atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
+            return self._synthetic(unit, "atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
                                    platform.atexit_thunk(dso))
         if name == "__cxa_atexit":
             return platform.CXA_ATEXIT
@@ -348,7 +350,7 @@ class Job:
         for acq in self.acquired.values():
             acq.release()
         for unit, attr, pool, addr, size in self.synthetic:
-            setattr(unit, attr, 0)
+            setattr(unit.extras(), attr, 0)
             arena.pools[pool].free(addr, size)
         for entry in self.new_entries:
             for pool, addr, size in patch.blocks(entry):
@@ -356,18 +358,17 @@ class Job:
 
     def commit(self) -> None:
         for lo in self.items:
-            lo.unit._blocks.extend(lo.blocks)
+            eh = lo.eh_block
+            lo.unit._blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
         for unit, attr, pool, addr, size in self.synthetic:
-            unit._blocks.append((pool, addr, size))
-            if attr == "_dso":
-                if unit._handlers is None:
-                    unit._handlers = []
-                platform.bind_dso(addr, unit._handlers)
+            unit._blocks.append(pack_block(pool, addr, size))
+            if attr == "dso":
+                platform.bind_dso(addr, unit.extras().handlers)
         for unit, acq in self.acquired.items():
-            if acq.got_targets:
-                unit._got = (unit._got or []) + acq.got_targets
-            if acq.stub_targets:
-                unit._stubs = (unit._stubs or []) + acq.stub_targets
+            if acq.got_targets or acq.stub_targets:
+                extras = unit.extras()
+                extras.got += acq.got_targets
+                extras.stubs += acq.stub_targets
         for user, used in self.deps:
             if user._deps is None:
                 user._deps = set()
@@ -377,20 +378,16 @@ class Job:
             used._users.add(user)
         for unit, addr in self.frames:
             platform.register_frames(addr)
-            unit._frames = (unit._frames or []) + [addr]
         for unit, inits, fini_stack in self.inits:
-            if unit._handlers is None:
-                unit._handlers = []
-            unit._handlers.extend(fini_stack)
-            platform.run_initializers(inits, unit._handlers)
+            handlers = unit.extras().handlers
+            handlers.extend(fini_stack)
+            platform.run_initializers(inits, handlers)
         for lib, claimed in self.comdats.items():
             for sig, unit in claimed.items():
                 lib._comdats[sig] = unit
-                unit._comdats = (unit._comdats or []) + [sig]
+                unit.extras().comdats.append(sig)
         for unit, offset in self.pulled:
-            if unit._members is None:
-                unit._members = set()
-            unit._members.add(offset)
+            unit.extras().members.add(offset)
             lazy = unit.library._lazy
             for name in unit._archive.member_symbols(offset):
                 if lazy.get(name) == (unit, offset):
@@ -404,6 +401,7 @@ class Job:
             user._deps.add(entry)
         address = self._address
         entries = self.entries
+        published: dict[Unit, list[str]] = {}
         for lib, defs in self.pending.items():
             table = lib._symbols
             for name, (lo, si, flags, size) in defs.items():
@@ -415,4 +413,6 @@ class Job:
                     entry.unit = lo.unit
                     lib._entries[name] = entry
                     table[name] = (entry.addr, lo.unit, flags | STUB, size)
-                lo.unit._symbols.append(name)
+                published.setdefault(lo.unit, []).append(name)
+        for unit, names in published.items():
+            unit._symbols += tuple(names)

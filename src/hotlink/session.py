@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from . import patch, platform, runtime
 from .elf import ObjectFile
 from .linker import Job
-from .arena import POOL_NAMES, Arena
+from .arena import POOL_NAMES, Arena, pack_block, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .library import Library, Unit
 from .qsbr import Reclaimer
@@ -217,9 +217,9 @@ class Session:
 
     # --- units ------------------------------------------------------------
 
-    def _new_unit(self, lib: Library, name: str, archive=None) -> Unit:
+    def _new_unit(self, lib: Library, name: str | None) -> Unit:
         self._seq += 1
-        return Unit(lib, name, self._seq, archive)
+        return Unit(lib, name, self._seq)
 
     def _unload(self, unit: Unit) -> None:
         """Tear one unit down; the caller holds the lock and checked dependencies.
@@ -230,16 +230,17 @@ class Session:
         """
         unit.alive = False
         lib = unit.library
+        extras = unit._x
         try:
-            if unit._handlers:
-                platform.run_finalizers(unit._handlers)
+            if extras is not None and extras.handlers:
+                platform.run_finalizers(extras.handlers)
         finally:
             table = lib._symbols
-            frames, blocks, got, stubs = unit._frames, unit._blocks, unit._got, unit._stubs
+            blocks = unit._blocks
             for entry in unit._entries():     # patchable functions nobody took over
                 entry.alive = False
                 del lib._entries[entry.name]
-                blocks = blocks + patch.blocks(entry)
+                blocks += [pack_block(p, a, n) for p, a, n in patch.blocks(entry)]
             for name in unit._symbols:
                 d = table.get(name)
                 if d is not None and d[1] is unit:
@@ -249,30 +250,33 @@ class Session:
                 for name, off in unit._archive.index.items():
                     if lazy.get(name) == (unit, off):
                         del lazy[name]
-            for sig in unit._comdats or ():
+            for sig in extras.comdats if extras is not None else ():
                 if lib._comdats.get(sig) is unit:
                     del lib._comdats[sig]
             for dep in unit._deps or ():
                 dep._users.discard(unit)
-            if unit._dso:
-                platform.unbind_dso(unit._dso)
+            if extras is not None and extras.dso:
+                platform.unbind_dso(extras.dso)
             if unit in lib._units:
                 lib._units.remove(unit)
-            unit._frames = unit._got = unit._stubs = unit._deps = unit._handlers = None
-            unit._blocks, unit._symbols = [], []
-            self._reclaimer.retire(sum(b[2] for b in blocks),
-                                   lambda: self._release(frames, blocks, got, stubs))
+            got, stubs = (extras.got, extras.stubs) if extras is not None else ((), ())
+            unit._deps = unit._x = None
+            unit._blocks, unit._symbols = [], ()
+            self._reclaimer.retire(sum(b >> 50 for b in blocks),
+                                   lambda: self._release(blocks, got, stubs))
 
-    def _release(self, frames, blocks, got, stubs) -> None:
+    def _release(self, blocks: list[int], got, stubs) -> None:
         """Free what a unit left behind; runs in whichever thread ends its grace
         period, so it takes only the arena's lock, never the session's."""
-        for addr in frames or ():
-            platform.deregister_frames(addr)
+        unpacked = [unpack_block(b) for b in blocks]
+        for _, addr, _, frame in unpacked:
+            if frame:
+                platform.deregister_frames(addr)
         arena = self._arena
         with arena.lock:
             if got or stubs:
-                release_all(self._tables, got or (), stubs or ())
-            for pool, addr, size in blocks:
+                release_all(self._tables, got, stubs)
+            for pool, addr, size, _ in unpacked:
                 arena.pools[pool].free(addr, size)
 
     # --- state --------------------------------------------------------------
@@ -294,7 +298,7 @@ class Session:
             for name, lib in self._libraries.items():
                 m = LibraryMemory(units=len(lib._units), symbols=len(lib._symbols))
                 for u in lib._units:
-                    m.used += sum((size + 15) & -16 for _, _, size in u._blocks)
+                    m.used += sum(((b >> 50) + 15) & -16 for b in u._blocks)
                 stats.libraries[name] = m
             return stats
 
