@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from .errors import LinkError, SymbolNotFoundError
 
-SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM = 2, 7, 11
+SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM, SHT_GNU_VERSYM = 2, 7, 11, 0x6FFFFFFF
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_FILE = 0, 1, 2, 4
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 SHN_UNDEF, SHN_ABS = 0, 0xFFF1
@@ -165,21 +165,39 @@ def _build_id(f, sections) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def _read_table(f, sections, sh) -> list[tuple]:  # type: ignore[no-untyped-def]
-    """(name, value, size, type, binding, shndx, file) for each symbol of table ``sh``."""
+    """(name, value, size, type, binding, shndx, file) for each symbol of table ``sh``.
+
+    Versioned names: ``foo@@V`` (the default version) is ``foo``; ``foo@V``
+    (an old version, and in ``.dynsym`` any entry whose version is hidden)
+    keeps its version, so ``foo`` means what the dynamic linker binds to."""
     data = os.pread(f, sh[5], sh[4])
     strtab = sections[sh[6]]
     strings = os.pread(f, strtab[5], strtab[4])
+    count = len(data) // _SYM.size
+    hidden = _hidden_versions(f, sections, count) if sh[1] == SHT_DYNSYM else None
     out = []
     current_file = None
-    for st_name, st_info, _other, shndx, value, size in _SYM.iter_unpack(data[: len(data) // _SYM.size * _SYM.size]):
+    for i, (st_name, st_info, _other, shndx, value, size) in enumerate(_SYM.iter_unpack(data[: count * _SYM.size])):
         end = strings.find(b"\0", st_name)
         name = strings[st_name:end].decode("utf-8", "surrogateescape") if st_name else ""
         stype, bind = st_info & 0xF, st_info >> 4
         if stype == STT_FILE:
             current_file = name or None
             continue
+        if "@@" in name:
+            name = name.split("@@", 1)[0]
+        elif hidden is not None and i < len(hidden) and hidden[i] & 0x8000:
+            name += "@old"
         out.append((name, value, size, stype, bind, shndx, current_file if bind == STB_LOCAL else None))
     return out
+
+
+def _hidden_versions(f, sections, count: int) -> tuple:  # type: ignore[no-untyped-def]
+    versym = next((s for s in sections if s[1] == SHT_GNU_VERSYM), None)
+    if versym is None:
+        return ()
+    raw = os.pread(f, min(versym[5], 2 * count), versym[4])
+    return struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2])
 
 
 @functools.lru_cache(maxsize=16)
