@@ -135,6 +135,11 @@ def test_ir_text_file_and_bytes(session, tmp_path):
     lib2 = session.library("bytes")
     lib2.add(SQUARE.encode())                         # IR text as bytes: detected too
     assert square(lib2) == 144
+    lib3 = session.library("many")
+    lib3.add_many([SQUARE])                           # IR text as str in add_many: detected
+    assert square(lib3) == 144
+    with pytest.raises(FileNotFoundError):
+        lib3.add_many([str(tmp_path / "missing.ll")])
 
 
 def test_bitcode_bytes_and_file(session, tmp_path):

@@ -43,6 +43,7 @@ class ObjectCache:
         self.root = root
         self.max_bytes = max_bytes
         self.corrupt = 0                      # entries found damaged and deleted (for tests, stats)
+        self.stored = 0                       # entries written by this instance
 
     @classmethod
     def for_options(cls, o: Options) -> ObjectCache | None:
@@ -89,6 +90,7 @@ class ObjectCache:
                     f.write(HEADER.pack(MAGIC, len(data), _digest(data)))
                     f.write(data)
                 os.replace(tmp, path)
+                self.stored += 1
             except BaseException:
                 os.unlink(tmp)
                 raise

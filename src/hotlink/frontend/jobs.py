@@ -2,6 +2,7 @@
 data so the same job runs in this process or in a worker process."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ def make_job(source: Any, options: Options, data: bytes | None = None) -> Job:
     assert data is not None
     if lang is None:
         lang = detect_language(data)
+    if lang is None and isinstance(source, str) and path is None and "\n" not in source:
+        # one line, not an existing file, not IR: most likely a mistyped path
+        raise FileNotFoundError(errno.ENOENT, "no such file (and not LLVM IR text)", source)
     if lang is None:
         what = "a file" if path else "the input"
         raise MalformedObjectError(
