@@ -224,3 +224,19 @@ def test_cache_location_options(session, tmp_path, monkeypatch):
     monkeypatch.setenv("HOTLINK_CACHE", "0")
     session.compile_many([ir("loc4")], workers=1)
     assert len(cache_files(tmp_path / "xdg" / "hotlink")) == 1
+
+
+def test_concurrent_compile_many_from_threads(session, cache_dir):
+    import threading
+    results: dict[int, list[bytes]] = {}
+
+    def go(t: int) -> None:
+        results[t] = session.compile_many([ir(f"t{t}_{i}") for i in range(3)], workers=2, cache=False)
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(results) == [0, 1] and all(len(r) == 3 for r in results.values())
+    assert session._pool.idle <= session._pool.max_idle          # extra workers were stopped
