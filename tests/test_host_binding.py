@@ -194,3 +194,20 @@ def test_stripped_objects_fall_back_to_dynsym(monkeypatch, toolchain, tmp_path):
             assert syms[name] == ctypes.cast(getattr(libc, name), c_void_p).value, name
     finally:
         host._file_symbols.cache_clear()
+
+
+def test_bind_to_host_edge_cases():
+    text = ("@tls = internal thread_local global i32 0\n"
+            "@base = internal global i32 1\n"
+            "@al = internal alias i32, ptr @base\n"
+            "define i32 @get() {\n  %v = load i32, ptr @al\n  ret i32 %v\n}\n")
+    b = bind_to_host(text, {"base": 0x1000})                      # the alias follows its aliasee
+    assert b.bound == {"base": 0x1000, "al": 0x1000} and b.promoted == ["tls"]
+    assert "@al = external global i32" in b.ir
+    b = bind_to_host(text, {}, promote=False)
+    assert b.bound == {} and b.promoted == [] and b.kept == ["tls", "base", "al"]
+    assert "@al = internal alias" in b.ir
+    with pytest.raises(hotlink.LinkError, match="thread-local"):
+        bind_to_host(text, {"tls": 0x2000})
+    with pytest.raises(hotlink.CompileError, match="invalid LLVM IR"):
+        bind_to_host("define i32 @f( {", {})

@@ -31,7 +31,7 @@ _NAME = r'(?:"(?:[^"\\]|\\.)*"|[-a-zA-Z$._0-9]+)'
 _VAR = re.compile(rf"^@({_NAME}) = (internal|private) (.*)$")
 _FUNC = re.compile(rf"^define (internal|private) (.*?)@({_NAME})\((.*)$")
 _COMDAT = re.compile(r",? comdat(?:\(\$[^)]*\))?")
-_KIND = re.compile(r"\b(?:global|constant)\b")
+_KIND = re.compile(r"((?:[^\s\"]+ )*?)(global|constant|alias|ifunc) ")
 
 
 @dataclass
@@ -79,38 +79,17 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
     from .llvm import _llvm
     lines = _module_text(ir).split("\n")
     result = BoundIR(module=None)
+    # Aliases come before functions in LLVM's printing: decide every binding first.
+    hosted = {n: int(side_table[n]) for n in _local_definitions(lines) if n in side_table}
     out = []
     for line in lines:
         m = _VAR.match(line)
         if m:
-            name, linkage, rest = _unquote(m.group(1)), m.group(2), m.group(3)
-            addr = side_table.get(name)
-            words = _KIND.split(rest, 1)[0].split()      # what precedes "global"/"constant"
-            if addr is not None:
-                if any(w.startswith("thread_local") for w in words):
-                    raise LinkError(f"bind_to_host: cannot bind thread-local @{name} to one host address")
-                result.bound[name] = int(addr)
-                line = f"@{m.group(1)} = available_externally {_COMDAT.sub('', rest)}"
-            elif promote and "unnamed_addr" not in words:
-                result.promoted.append(name)
-                line = f"@{m.group(1)} = {rest}"
-            else:
-                result.kept.append(name)
-            out.append(line)
-            continue
-        m = _FUNC.match(line)
-        if m:
-            _, head, qname, tail = m.groups()
-            name = _unquote(qname)
-            addr = side_table.get(name)
-            if addr is not None:
-                result.bound[name] = int(addr)
-                line = f"define available_externally {head}@{qname}({_COMDAT.sub('', tail)}"
-            elif promote:
-                result.promoted.append(name)
-                line = f"define {head}@{qname}({tail}"
-            else:
-                result.kept.append(name)
+            line = _variable(m.group(1), m.group(2), m.group(3), hosted, promote, result)
+        else:
+            f = _FUNC.match(line)
+            if f:
+                line = _function(f.group(1), f.group(2), f.group(3), f.group(4), hosted, promote, result)
         out.append(line)
     llvm = _llvm()
     try:
@@ -123,3 +102,69 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
         raise CompileError("bind_to_host: the rewritten module does not verify", str(e)) from None
     result.module = mod
     return result
+
+
+def _local_definitions(lines: list[str]) -> list[str]:
+    names = []
+    for line in lines:
+        m = _VAR.match(line)
+        if m and (k := _KIND.match(m.group(3))) and k.group(2) in ("global", "constant"):
+            names.append(_unquote(m.group(1)))
+        f = _FUNC.match(line)
+        if f:
+            names.append(_unquote(f.group(3)))
+    return names
+
+
+def _variable(qname: str, linkage: str, rest: str, hosted: dict[str, int], promote: bool, result: BoundIR) -> str:
+    name = _unquote(qname)
+    km = _KIND.match(rest)
+    words = km.group(1).split() if km else []          # what precedes "global"/"constant"
+    kind = km.group(2) if km else "?"
+    if kind == "alias":
+        return _alias(qname, linkage, rest, hosted, promote, result)
+    if kind not in ("global", "constant"):             # an ifunc, or syntax we do not know
+        result.kept.append(name)
+        return f"@{qname} = {linkage} {rest}"
+    if name in hosted:
+        if any(w.startswith("thread_local") for w in words):
+            raise LinkError(f"bind_to_host: cannot bind thread-local @{name} to one host address")
+        result.bound[name] = hosted[name]
+        return f"@{qname} = available_externally {_COMDAT.sub('', rest)}"
+    if promote and "unnamed_addr" not in words:
+        result.promoted.append(name)
+        return f"@{qname} = {rest}"
+    result.kept.append(name)
+    return f"@{qname} = {linkage} {rest}"
+
+
+def _alias(qname: str, linkage: str, rest: str, hosted: dict[str, int], promote: bool, result: BoundIR) -> str:
+    """An alias of a bound global cannot stay an alias (it must point to a
+    definition): it becomes a declaration bound to the same host address."""
+    name = _unquote(qname)
+    m = re.match(rf"alias ([^,]+), ptr @({_NAME})$", rest)
+    target = _unquote(m.group(2)) if m else None
+    addr = hosted.get(name, hosted.get(target) if target else None)
+    if m and addr is not None:
+        result.bound[name] = addr
+        return f"@{qname} = external global {m.group(1)}"
+    if any(f"@{n}" in rest for n in hosted):
+        raise LinkError(f"bind_to_host: alias @{name} points into a bound host global through an "
+                        f"expression; only a plain alias can be bound")
+    if promote:
+        result.promoted.append(name)
+        return f"@{qname} = {rest}"
+    result.kept.append(name)
+    return f"@{qname} = {linkage} {rest}"
+
+
+def _function(linkage: str, head: str, qname: str, tail: str, hosted: dict[str, int], promote: bool, result: BoundIR) -> str:
+    name = _unquote(qname)
+    if name in hosted:
+        result.bound[name] = hosted[name]
+        return f"define available_externally {head}@{qname}({_COMDAT.sub('', tail)}"
+    if promote:
+        result.promoted.append(name)
+        return f"define {head}@{qname}({tail}"
+    result.kept.append(name)
+    return f"define {linkage} {head}@{qname}({tail}"
