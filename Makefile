@@ -3,7 +3,7 @@
 #   make install   create .venv and install hotlink (editable) with test extras
 #   make test      run the test suite
 #   make demo      run the live hot-patching demo
-#   make bench     run the link-latency benchmark (BENCH_ARGS="--quick --json out.json")
+#   make bench     run every benchmark, write benchmarks/results.json and plot_*.png (BENCH_ARGS=--quick)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/hotlink demo
 
 bench: install
-	$(PY) benchmarks/link_latency.py $(BENCH_ARGS)
+	$(PY) -m hotlink.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

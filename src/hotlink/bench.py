@@ -1,0 +1,813 @@
+"""Run every benchmark in ``benchmarks/``, record the machine, write
+``results.json`` and render the plots.
+
+    python -m hotlink.bench [--quick] [--output DIR] [--only NAME,...]
+    hotlink bench ...                      (the same)
+    python -m hotlink.bench --table [RESULTS]   print the table of a results file
+
+Each benchmark script runs as its own subprocess with ``--json PATH`` (and
+``--quick`` for a smoke run); each one compares hotlink with the
+alternatives (``dlopen``, llvmlite's LLJIT and MCJIT) in the same run,
+interleaving or alternating the methods, and reports medians or ratios.
+This runner only collects: every figure in ``results.json`` comes from the
+scripts' JSON of this run, nothing is typed in by hand.
+
+One benchmark lives here rather than in ``benchmarks/`` because no script
+measures it: link latency of a whole real archive (Debian's ``libz.a`` and
+``liblua5.4.a``), hotlink vs LLJIT, interleaved.  It also runs as a
+subprocess (``python -m hotlink.bench --archive-child --json PATH``).
+
+The plots are drawn by ``benchmarks/plots.py`` (matplotlib) from the
+results file, also in a subprocess, so the runner itself needs only ``rich``.
+
+Scripts that are expected but missing (``compile_parallel.py`` while it is
+being written) are recorded as ``skipped`` with a note; a script that fails
+is recorded as ``failed`` with the tail of its stderr, the other benchmarks
+still run, and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+SCHEMA = 1
+
+# The benchmarks the README's Performance section is built from, in the
+# order they run.  Any other ``benchmarks/*.py`` (not starting with ``_``,
+# not ``plots.py``) runs too, after these, and is recorded as it reports.
+EXPECTED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch", "compile_parallel")
+BUILTIN = {"archive_latency"}
+NOT_BENCHMARKS = {"plots"}
+
+ARCHIVES = {
+    "zlib": Path("/usr/lib/x86_64-linux-gnu/libz.a"),
+    "lua": Path("/usr/lib/x86_64-linux-gnu/liblua5.4.a"),
+}
+
+PLOTS = {  # file -> the results sections it draws from
+    "plot_link_latency.png": ("link_latency", "archive_latency"),
+    "plot_churn.png": ("churn",),
+    "plot_footprint.png": ("footprint",),
+    "plot_hotpatch.png": ("hotpatch",),
+    "plot_compile.png": ("compile_parallel",),
+}
+
+
+# --- where things are -----------------------------------------------------------
+
+def package_root() -> Path:
+    """The directory that holds the ``hotlink`` package being run (``src``
+    in a checkout): children get it first on PYTHONPATH, so every
+    benchmark measures this very hotlink."""
+    return Path(__file__).resolve().parent.parent
+
+
+def find_benchmarks_dir(explicit: str | None) -> Path:
+    if explicit:
+        d = Path(explicit)
+    else:
+        d = package_root().parent / "benchmarks"        # src/hotlink/bench.py -> <repo>/benchmarks
+        if not d.is_dir():
+            d = Path.cwd() / "benchmarks"
+    if not d.is_dir():
+        raise SystemExit(f"hotlink bench: no benchmarks directory at {d} "
+                         "(run from a checkout of hotlink, or pass --benchmarks DIR)")
+    return d.resolve()
+
+
+def discover(bdir: Path) -> list[str]:
+    """Benchmark names to run: the expected ones (even if missing: they are
+    then skipped with a note), then any other script in ``benchmarks/``."""
+    found = sorted(p.stem for p in bdir.glob("*.py")
+                   if not p.stem.startswith("_") and p.stem not in NOT_BENCHMARKS)
+    return list(EXPECTED) + [n for n in found if n not in EXPECTED]
+
+
+# --- the machine ------------------------------------------------------------------
+
+def _cmd_out(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def machine_info(repo: Path | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info["cpu_model"] = cpu or platform.processor() or "unknown"
+    info["cpu_count"] = os.cpu_count()
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        info["cpus_usable"] = os.cpu_count()
+    info["machine"] = platform.machine()
+    info["kernel"] = platform.release()
+    info["os"] = platform.platform()
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    info["distribution"] = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info["memory_total_bytes"] = int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    info["page_size"] = os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            info["vm_max_map_count"] = int(f.read())
+    except (OSError, ValueError):
+        pass
+    info["virtualization"] = _cmd_out(["systemd-detect-virt"]) or None
+    info["python"] = platform.python_version()
+    info["python_implementation"] = platform.python_implementation()
+    info["python_executable"] = sys.executable
+    libc = platform.libc_ver()
+    info["libc"] = " ".join(x for x in libc if x) or None
+    try:
+        import llvmlite
+        import llvmlite.binding as llvm
+        info["llvmlite"] = llvmlite.__version__
+        info["llvm"] = ".".join(map(str, llvm.llvm_version_info))
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal here
+        info["llvmlite"] = f"unavailable: {e}"
+    info["gcc"] = _cmd_out(["gcc", "-dumpfullversion"])
+    first = (_cmd_out(["gcc", "--version"]) or "").splitlines()
+    info["gcc_banner"] = first[0] if first else None
+    from importlib.metadata import PackageNotFoundError, version
+    for dist in ("rich", "matplotlib"):
+        try:
+            info[dist] = version(dist)
+        except PackageNotFoundError:
+            info[dist] = None
+    from . import __version__ as hl_version  # type: ignore[attr-defined]
+    info["hotlink"] = hl_version
+    if repo is not None:
+        commit = _cmd_out(["git", "rev-parse", "HEAD"], cwd=repo)
+        if commit:
+            info["git_commit"] = commit
+            status = _cmd_out(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
+            info["git_dirty"] = bool(status)
+    return info
+
+
+# --- the built-in benchmark: link latency of a whole archive -------------------
+
+def _archive_members(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
+    """The archive's members (ELF objects) and the global symbols its index names."""
+    from .archive import Archive
+    a = Archive(data, path)
+    members = [data[m.data_start:m.data_start + m.size] for m in a.members.values()]
+    members = [m for m in members if m[:4] == b"\x7fELF"]
+    return members, sorted(a.index)
+
+
+def _archive_checks() -> dict[str, Callable[[Callable[[str], int]], None]]:
+    """Per archive: call into the linked code through an address lookup,
+    so a baseline that links but produces broken code cannot pass."""
+    import zlib
+
+    def zlib_check(addr: Callable[[str], int]) -> None:
+        crc32 = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_uint)(addr("crc32"))
+        if crc32(0, b"hotlink", 7) != zlib.crc32(b"hotlink"):
+            raise AssertionError("zlib: crc32 gave a wrong result")
+
+    def lua_check(addr: Callable[[str], int]) -> None:
+        version = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p)(addr("lua_version"))
+        if version(None) != 504.0:
+            raise AssertionError("lua: lua_version() is not 504")
+        newstate = ctypes.CFUNCTYPE(ctypes.c_void_p)(addr("luaL_newstate"))
+        close = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(addr("lua_close"))
+        L = newstate()
+        if not L:
+            raise AssertionError("lua: luaL_newstate returned NULL")
+        close(L)
+
+    return {"zlib": zlib_check, "lua": lua_check}
+
+
+def archive_latency(iterations: int, warmup: int) -> dict[str, Any]:
+    """Median time from the archive's bytes (already in memory) to the
+    addresses of every symbol its index names, hotlink vs LLJIT, interleaved.
+
+    hotlink: one Session; per iteration a fresh library, timed
+    ``lib.add(archive_bytes)`` + ``lib.address(sym)`` for every indexed
+    symbol (this pulls every member that defines one: the whole archive),
+    then, untimed, a call check and ``lib.remove()``.
+
+    LLJIT: llvmlite's LLJIT cannot take an archive, so every ELF member is
+    added with ``add_object_img`` (the members are split out before timing),
+    plus ``add_current_process()`` for libc/libm, every indexed symbol
+    exported; timed ``JITLibraryBuilder(...).link()`` (which returns all the
+    addresses); untimed, a call check and ``ResourceTracker.close()``.
+    """
+    import llvmlite.binding as llvm
+
+    import hotlink
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    lljit = llvm.create_lljit_compiler()
+    checks = _archive_checks()
+    clock = time.perf_counter_ns
+    out: dict[str, Any] = {"iterations": iterations, "warmup": warmup, "archives": {}}
+    session = hotlink.Session()
+    try:
+        for arch, path in ARCHIVES.items():
+            if not path.is_file():
+                out["archives"][arch] = {"path": str(path), "error": "not installed"}
+                continue
+            data = path.read_bytes()
+            members, syms = _archive_members(data, str(path))
+            check = checks[arch]
+            counter = [0]
+
+            def run_hotlink() -> int:
+                counter[0] += 1
+                lib = session.library(f"{arch}{counter[0]}")
+                t0 = clock()
+                lib.add(data)
+                addrs = {s: lib.address(s) for s in syms}
+                t1 = clock()
+                check(addrs.__getitem__)
+                lib.remove()
+                return t1 - t0
+
+            def run_lljit() -> int:
+                counter[0] += 1
+                t0 = clock()
+                b = llvm.JITLibraryBuilder()
+                for m in members:
+                    b.add_object_img(m)
+                b.add_current_process()
+                for s in syms:
+                    b.export_symbol(s)
+                rt = b.link(lljit, f"{arch}{counter[0]}")
+                t1 = clock()
+                check(rt.__getitem__)
+                rt.close()
+                return t1 - t0
+
+            methods = {"hotlink": run_hotlink, "lljit": run_lljit}
+            names = list(methods)
+            samples: dict[str, list[float]] = {m: [] for m in names}
+            gc_on = gc.isenabled()
+            gc.disable()
+            try:
+                for i in range(warmup + iterations):
+                    k = i % len(names)
+                    for m in names[k:] + names[:k]:        # rotate who goes first
+                        ns = methods[m]()
+                        if i >= warmup:
+                            samples[m].append(ns / 1e6)
+                    gc.collect()
+            finally:
+                if gc_on:
+                    gc.enable()
+            res: dict[str, Any] = {"path": str(path), "bytes": len(data), "members": len(members),
+                                   "symbols": len(syms), "methods": {}}
+            for m in names:
+                xs = sorted(samples[m])
+                res["methods"][m] = {"median_ms": statistics.median(xs), "min_ms": xs[0],
+                                     "p90_ms": xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))],
+                                     "samples": len(xs)}
+            res["lljit_over_hotlink"] = res["methods"]["lljit"]["median_ms"] / res["methods"]["hotlink"]["median_ms"]
+            out["archives"][arch] = res
+            print(f"{arch}: {len(members)} members, {len(syms)} symbols; median hotlink "
+                  f"{res['methods']['hotlink']['median_ms']:.2f} ms, LLJIT "
+                  f"{res['methods']['lljit']['median_ms']:.2f} ms "
+                  f"(LLJIT/hotlink = {res['lljit_over_hotlink']:.2f})", flush=True)
+    finally:
+        session.close()
+    return out
+
+
+def archive_child(args: argparse.Namespace) -> int:
+    iterations = 10 if args.quick else 100
+    warmup = 2 if args.quick else 5
+    print(f"[archive_latency] {iterations} interleaved iterations per archive, {warmup} warm-up",
+          file=sys.stderr, flush=True)
+    doc = archive_latency(iterations, warmup)
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+# --- running one benchmark ------------------------------------------------------
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(package_root())
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def run_child(cmd: list[str], cwd: Path, timeout: float | None,
+              on_line: Callable[[str], None]) -> tuple[int | None, str, str, float]:
+    """Run ``cmd``; stream its stderr lines to ``on_line``; return
+    (returncode or None on timeout, stdout, stderr, seconds)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, errors="replace")
+    out_chunks: list[str] = []
+    err_lines: list[str] = []
+
+    def read_out() -> None:
+        assert p.stdout is not None
+        out_chunks.append(p.stdout.read())
+
+    def read_err() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            err_lines.append(line)
+            if line.strip():
+                on_line(line.strip())
+
+    threads = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        rc: int | None = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        rc = None
+    for t in threads:
+        t.join()
+    return rc, "".join(out_chunks), "".join(err_lines), time.perf_counter() - t0
+
+
+def command_for(name: str, bdir: Path, quick: bool, json_path: Path) -> list[str] | None:
+    if name in BUILTIN:
+        cmd = [sys.executable, "-m", "hotlink.bench", "--archive-child"]
+    else:
+        script = bdir / f"{name}.py"
+        if not script.is_file():
+            return None
+        cmd = [sys.executable, str(script)]
+    if quick:
+        cmd.append("--quick")
+    return cmd + ["--json", str(json_path)]
+
+
+# --- the summary: the figures the table and plots use ------------------------------
+
+def summarize_link_latency(d: dict) -> dict:
+    r = d["results"]
+    out = {"iterations": d.get("iterations"), "methods": {}}
+    for m, v in r.items():
+        out["methods"][m] = {"median_us": v["median_us"], "min_us": v["min_us"], "p90_us": v["p90_us"],
+                             "ratio_vs_dlopen": v.get("ratio_vs_dlopen")}
+    return out
+
+
+def summarize_archive_latency(d: dict) -> dict:
+    out = {}
+    for arch, a in d["archives"].items():
+        if "error" in a:
+            out[arch] = {"error": a["error"]}
+            continue
+        out[arch] = {"members": a["members"], "symbols": a["symbols"],
+                     "hotlink_ms": a["methods"]["hotlink"]["median_ms"],
+                     "lljit_ms": a["methods"]["lljit"]["median_ms"],
+                     "lljit_over_hotlink": a["lljit_over_hotlink"]}
+    return out
+
+
+def summarize_churn(d: dict) -> dict:
+    # a child that died reports no "warmup" of its own: it is the same for all methods
+    warmups = [r["warmup"] for r in d["results"] if isinstance(r.get("warmup"), int)]
+    out = {"cycles": d["cycles"], "warmup": warmups[0] if warmups else None, "methods": {}}
+    for r in d["results"]:
+        m = r["method"]
+        s = {"died": "error" in r, "error": r.get("error")}
+        for k in ("last_cycle", "rss_warmup", "rss_last", "growth", "us_per_cycle", "mappings_last"):
+            s[k] = r.get(k)
+        warm = r.get("warmup", out["warmup"])
+        if s["growth"] is not None and s["last_cycle"] and warm is not None:
+            s["growth_per_cycle"] = s["growth"] / max(1, s["last_cycle"] - warm)
+        s["samples"] = len(r.get("samples", []))
+        out["methods"][m] = s
+    return out
+
+
+def summarize_footprint(d: dict) -> dict:
+    out = {"units": d["units"], "methods": {}}
+    for r in d["results"]:
+        m = r["method"]
+        if "error" in r:
+            out["methods"][m] = {"error": r["error"]}
+            continue
+        out["methods"][m] = {"bytes_per_unit": r["per_unit"],
+                             "pss_bytes_per_unit": r.get("per_unit_detail", {}).get("Pss"),
+                             "us_per_load": r.get("us_per_load")}
+    return out
+
+
+def summarize_hotpatch(d: dict) -> dict:
+    st, rp = d["stub"], d["replace"]
+    return {"ns_per_call": dict(st["ns_per_call"]), "stub_extra_ns": st["stub_extra_ns"],
+            "calls_per_rep": st.get("calls_per_rep"), "reps": st.get("reps"),
+            "hotlink_replace_us": rp["hotlink_replace_us"], "lljit_relink_us": rp["lljit_relink_us"],
+            "replace_iterations": rp.get("iterations")}
+
+
+def summarize_compile_parallel(d: dict) -> dict:
+    warm = d["warm_cache_seconds"]
+    return {"modules": d["modules"], "cpus": d.get("cpus"), "reps": d.get("reps"),
+            "median_seconds": dict(d["median_seconds"]),
+            "speedup_2_vs_1": d["speedup_2_vs_1"],
+            "cold_cache_seconds": d["cold_cache_seconds"],
+            "warm_cache_seconds": statistics.median(warm) if isinstance(warm, list) else warm,
+            "cache_speedup": d["cache_speedup"]}
+
+
+SUMMARIZERS: dict[str, Callable[[dict], dict]] = {
+    "link_latency": summarize_link_latency,
+    "archive_latency": summarize_archive_latency,
+    "churn": summarize_churn,
+    "footprint": summarize_footprint,
+    "hotpatch": summarize_hotpatch,
+    "compile_parallel": summarize_compile_parallel,
+}
+
+
+# --- the table ------------------------------------------------------------------
+
+def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
+    if x is None:
+        return "—"
+    if abs(x) >= 10000:
+        s = f"{x:,.0f}"
+    else:
+        s = f"{x:,.{digits}f}"
+    return f"{s} {unit}".rstrip()
+
+
+def table(results: dict) -> str:
+    """The README table: one row per figure, one column per method."""
+    S = {k: v.get("summary") for k, v in results["benchmarks"].items() if v.get("status") == "ok"}
+    rows: list[list[str]] = []
+
+    def cell(x: float | None, unit: str, digits: int = 1, died: bool = False) -> str:
+        return _fmt(x, unit, digits) + (" (died)" if died else "")
+
+    ll = S.get("link_latency")
+    if ll:
+        m = ll["methods"]
+        rows.append(["link a tiny object (median)"] + [cell(m.get(k, {}).get("median_us"), "µs")
+                                                      for k in ("hotlink", "dlopen", "lljit", "mcjit")])
+    al = S.get("archive_latency")
+    if al:
+        for arch, a in al.items():
+            if "error" in a:
+                continue
+            rows.append([f"link all of {arch} ({a['members']} members, {a['symbols']} symbols; median)",
+                         cell(a["hotlink_ms"], "ms", 2), "—", cell(a["lljit_ms"], "ms", 2), "—"])
+    ch = S.get("churn")
+    if ch:
+        m = ch["methods"]
+
+        def g(k: str) -> str:
+            v = m.get(k)
+            if not v or v.get("growth") is None:
+                return "—"
+            done = v.get("last_cycle")
+            gr = v["growth"]
+            s = f"{gr / 2**20:+,.1f} MiB" if abs(gr) >= 2**20 else f"{gr / 1024:+,.0f} KiB"
+            if v.get("growth_per_cycle") is not None:
+                s += f" ({v['growth_per_cycle']:,.0f} B/cycle)"
+            if v.get("died"):
+                s += f"; died at cycle {done:,}"
+            return s
+        rows.append([f"RSS growth over {ch['cycles']:,} add/call/remove cycles, after {ch['warmup'] or 0:,} warm-up",
+                     g("hotlink"), "—", g("lljit"), g("mcjit")])
+    fp = S.get("footprint")
+    if fp:
+        m = fp["methods"]
+        rows.append([f"resident bytes per loaded tiny unit ({fp['units']:,} units)"] +
+                    [cell(m.get(k, {}).get("bytes_per_unit"), "B", 0) for k in ("hotlink", "dlopen", "lljit")] + ["—"])
+    hp = S.get("hotpatch")
+    if hp:
+        ns = hp["ns_per_call"]
+        rows.append(["call from JIT code: direct / through a patchable stub / via PLT (median)",
+                     f"{_fmt(ns.get('direct'), '', 2)} / {_fmt(ns.get('stub'), 'ns', 2)}",
+                     _fmt(ns.get("dlopen (PLT)"), "ns", 2), "—", "—"])
+        rows.append(["replace a tiny function (median; LLJIT: link new library + drop old)",
+                     cell(hp["hotlink_replace_us"], "µs"), "—", cell(hp["lljit_relink_us"], "µs"), "—"])
+    cp = S.get("compile_parallel")
+    if cp:
+        med = cp["median_seconds"]
+        rows.append([f"compile {cp['modules']} IR modules: 1 → 2 worker processes (median)",
+                     f"{med['1 worker']:.2f} → {med['2 workers']:.2f} s ({cp['speedup_2_vs_1']:.2f}×)",
+                     "—", "—", "—"])
+        rows.append(["same compile: cold → warm object cache",
+                     f"{cp['cold_cache_seconds'] * 1e3:,.0f} → {cp['warm_cache_seconds'] * 1e3:.1f} ms "
+                     f"({cp['cache_speedup']:,.0f}×)", "—", "—", "—"])
+    head = ["figure", "hotlink", "dlopen", "LLJIT", "MCJIT"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def ratios(results: dict) -> list[str]:
+    """Headline ratios, as sentences."""
+    S = {k: v.get("summary") for k, v in results["benchmarks"].items() if v.get("status") == "ok"}
+    out = []
+    ll = S.get("link_latency")
+    if ll:
+        m = ll["methods"]
+        h = m.get("hotlink", {}).get("median_us")
+        for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT"), ("mcjit", "MCJIT")):
+            o = m.get(k, {}).get("median_us")
+            if h and o:
+                out.append(f"tiny-object link: hotlink/{label} = {h / o:.2f}")
+    for arch, a in (S.get("archive_latency") or {}).items():
+        if "lljit_over_hotlink" in a:
+            out.append(f"{arch} archive link: LLJIT/hotlink = {a['lljit_over_hotlink']:.2f}")
+    fp = S.get("footprint")
+    if fp:
+        m = fp["methods"]
+        h = m.get("hotlink", {}).get("bytes_per_unit")
+        for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT")):
+            o = m.get(k, {}).get("bytes_per_unit")
+            if h and o:
+                out.append(f"resident bytes per unit: {label}/hotlink = {o / h:.1f}")
+    hp = S.get("hotpatch")
+    if hp:
+        out.append(f"stub call overhead: {hp['stub_extra_ns']:+.2f} ns per call; replace: "
+                   f"LLJIT relink/hotlink replace = {hp['lljit_relink_us'] / hp['hotlink_replace_us']:.2f}")
+    cp = S.get("compile_parallel")
+    if cp:
+        out.append(f"compile: 2 workers vs 1 = {cp['speedup_2_vs_1']:.2f}×; "
+                   f"warm cache vs cold = {cp['cache_speedup']:,.0f}×")
+    return out
+
+
+def machine_line(m: dict) -> str:
+    bits = [f"{m.get('cpu_model')}, {m.get('cpus_usable')} cores"]
+    if m.get("virtualization"):
+        bits[0] += f" (virtualized: {m['virtualization']})"
+    bits.append(f"Linux {m.get('kernel')}")
+    if m.get("distribution"):
+        bits.append(m["distribution"])
+    bits.append(f"Python {m.get('python')}")
+    bits.append(f"llvmlite {m.get('llvmlite')} (LLVM {m.get('llvm')})")
+    bits.append(f"gcc {m.get('gcc')}")
+    if m.get("libc"):
+        bits.append(m["libc"])
+    return "; ".join(bits)
+
+
+# --- the runner -----------------------------------------------------------------
+
+class _Plain:
+    """Progress for non-terminals: one line per event."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+
+    def start(self, name: str) -> None:
+        print(f"[{self.done + 1}/{self.total}] {name} ...", file=sys.stderr, flush=True)
+
+    def line(self, name: str, text: str) -> None:
+        pass
+
+    def finish(self, name: str, status: str, seconds: float) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {name}: {status} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _Plain:
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        pass
+
+
+class _Rich:
+    """A rich progress bar: one bar for the suite, the running benchmark's
+    latest stderr line beside it."""
+
+    def __init__(self, total: int):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeElapsedColumn)
+        self.console = Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[bench]:<16}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                                 console=self.console, transient=False)
+        self.task = self.progress.add_task("", total=total, bench="")
+
+    def start(self, name: str) -> None:
+        self.progress.update(self.task, bench=name, description="running")
+
+    def line(self, name: str, text: str) -> None:
+        self.progress.update(self.task, description=text[:70])
+
+    def finish(self, name: str, status: str, seconds: float) -> None:
+        colour = {"ok": "green", "skipped": "yellow"}.get(status.split(":")[0], "red")
+        self.progress.console.print(f"  [{colour}]{name}: {status}[/] ({seconds:.1f} s)")
+        self.progress.update(self.task, advance=1, description="")
+
+    def __enter__(self) -> _Rich:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *a: Any) -> None:
+        self.progress.update(self.task, bench="done", description="")
+        self.progress.__exit__(*a)
+
+
+def make_progress(total: int, plain: bool) -> Any:
+    if not plain:
+        try:
+            return _Rich(total)
+        except ImportError:
+            pass
+    return _Plain(total)
+
+
+def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
+              plain: bool) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="hotlink-bench-") as tmp, make_progress(len(names), plain) as prog:
+        for name in names:
+            jpath = Path(tmp) / f"{name}.json"
+            cmd = command_for(name, bdir, quick, jpath)
+            prog.start(name)
+            rec: dict[str, Any] = {"script": "hotlink.bench (built in)" if name in BUILTIN
+                                   else f"{bdir.name}/{name}.py"}
+            if cmd is None:
+                rec.update(status="skipped",
+                           note=f"{bdir.name}/{name}.py does not exist (yet); nothing was measured")
+                out[name] = rec
+                prog.finish(name, "skipped: script not found", 0.0)
+                continue
+            rec["command"] = " ".join(shlex.quote(c) for c in [Path(cmd[0]).name, *cmd[1:-1]]) + " --json FILE"
+            tail: deque[str] = deque(maxlen=1)
+            rc, stdout, stderr, secs = run_child(cmd, bdir.parent, timeout,
+                                                 lambda s, n=name: (tail.append(s), prog.line(n, s)))
+            rec["seconds"] = round(secs, 2)
+            rec["report"] = stdout.strip()
+            problem = None
+            if rc is None:
+                problem = f"timed out after {timeout:.0f} s"
+            elif rc != 0:
+                problem = f"exit status {rc}"
+            elif not jpath.is_file():
+                problem = "wrote no JSON"
+            if problem is None:
+                try:
+                    rec["data"] = json.loads(jpath.read_text())
+                except ValueError as e:
+                    problem = f"unreadable JSON: {e}"
+            if problem is None and name in SUMMARIZERS:
+                try:
+                    rec["summary"] = SUMMARIZERS[name](rec["data"])
+                except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                    problem = f"its JSON lacks what the summary needs: {type(e).__name__}: {e}"
+            if problem is None:
+                rec["status"] = "ok"
+            else:
+                rec["status"] = "failed"
+                rec["error"] = problem
+                rec["stderr_tail"] = stderr.strip().splitlines()[-30:]
+            out[name] = rec
+            prog.finish(name, rec["status"] if problem is None else f"failed: {problem}", secs)
+    return out
+
+
+def render_plots(results_path: Path, out_dir: Path, bdir: Path) -> tuple[list[str], str | None]:
+    script = bdir / "plots.py"
+    if not script.is_file():
+        return [], f"{script} not found"
+    rc, stdout, stderr, _ = run_child([sys.executable, str(script), str(results_path), "--output", str(out_dir)],
+                                      bdir.parent, 300, lambda s: None)
+    if rc != 0:
+        return [], f"plots.py failed (exit {rc}): " + " | ".join(stderr.strip().splitlines()[-5:])
+    written = [ln.split(" ", 1)[1].strip() for ln in stdout.splitlines() if ln.startswith("wrote ")]
+    return [Path(w).name for w in written], None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="hotlink bench", description=__doc__.split("\n\n")[0].replace("``", ""))
+    ap.add_argument("--quick", action="store_true", help="smoke run: every benchmark in its --quick mode (< 1 min)")
+    ap.add_argument("--output", metavar="DIR",
+                    help="where results.json and the PNGs go (default: the benchmarks directory)")
+    ap.add_argument("--benchmarks", metavar="DIR", help="the benchmarks directory (default: <repo>/benchmarks)")
+    ap.add_argument("--only", metavar="NAMES", help="comma-separated subset of benchmarks to run")
+    ap.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
+    ap.add_argument("--timeout", type=float, help="seconds per benchmark (default: 300 with --quick, none otherwise)")
+    ap.add_argument("--plain", action="store_true", help="plain progress lines instead of a progress bar")
+    ap.add_argument("--table", nargs="?", const="", metavar="RESULTS",
+                    help="print the Markdown table of a results file (default: <benchmarks>/results.json) and exit")
+    ap.add_argument("--archive-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.archive_child:
+        return archive_child(args)
+
+    bdir = find_benchmarks_dir(args.benchmarks)
+    if args.table is not None:
+        path = Path(args.table) if args.table else bdir / "results.json"
+        res = json.loads(path.read_text())
+        print(f"Machine: {machine_line(res['machine'])}\n")
+        print(table(res))
+        return 0
+
+    out_dir = Path(args.output).resolve() if args.output else bdir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = discover(bdir)
+    if args.only:
+        want = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in want if n not in names]
+        if unknown:
+            ap.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(names)}")
+        names = [n for n in names if n in want]
+    timeout = args.timeout if args.timeout is not None else (300.0 if args.quick else None)
+    plain = args.plain or not sys.stderr.isatty()
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    machine = machine_info(bdir.parent)
+    cmdline = "python -m hotlink.bench" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    print(f"hotlink bench{' --quick' if args.quick else ''}: {len(names)} benchmarks from {bdir}\n"
+          f"machine: {machine_line(machine)}", file=sys.stderr, flush=True)
+    load_start = os.getloadavg()
+    benches = run_suite(names, bdir, args.quick, timeout, plain)
+    # other processes competing for the CPUs distort the timings: say so
+    machine["loadavg_1min_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "started": started.isoformat(timespec="seconds"),
+        "command": cmdline,
+        "quick": args.quick,
+        "machine": machine,
+        "benchmarks": benches,
+    }
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results_path = out_dir / "results.json"
+    results["table_markdown"] = table(results)
+    results["ratios"] = ratios(results)
+    results["plots"] = {}
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+
+    plot_problem = None
+    if not args.no_plots:
+        written, plot_problem = render_plots(results_path, out_dir, bdir)
+        results["plots"] = {w: list(PLOTS.get(w, ())) for w in written}
+        if plot_problem:
+            results["plots_error"] = plot_problem
+        results["seconds"] = round(time.perf_counter() - t0, 1)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+
+    print(f"\nMachine: {machine_line(machine)}\n")
+    print(results["table_markdown"])
+    if results["ratios"]:
+        print("\n" + "\n".join(f"- {r}" for r in results["ratios"]))
+    failed = {n: r for n, r in benches.items() if r["status"] == "failed"}
+    for n, r in benches.items():
+        if r["status"] == "skipped":
+            print(f"\nskipped {n}: {r['note']}")
+    for n, r in failed.items():
+        print(f"\nFAILED {n}: {r['error']}\n  " + "\n  ".join(r.get("stderr_tail", [])[-10:]))
+    if plot_problem:
+        print(f"\nplots: {plot_problem}")
+    print(f"\nwrote {results_path}" + "".join(f"\nwrote {out_dir / w}" for w in results["plots"])
+          + f"\n({results['seconds']:.0f} s in all)")
+    return 1 if failed or plot_problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
