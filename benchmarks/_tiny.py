@@ -154,6 +154,18 @@ def rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def mappings() -> int:
+    """How many memory mappings the process has (the kernel caps this at
+    vm.max_map_count, 65,530 by default)."""
+    with open("/proc/self/maps", "rb") as f:
+        return sum(1 for _ in f)
+
+
+def max_map_count() -> int:
+    with open("/proc/sys/vm/max_map_count") as f:
+        return int(f.read())
+
+
 def rss_detail() -> dict[str, int]:
     """RSS split into anon/file/shmem, plus PSS (bytes).  Pages mapped twice
     in this process (hotlink's memfd arena has a run view and a write view)
@@ -173,15 +185,28 @@ def rss_detail() -> dict[str, int]:
 
 # --- parent side: one subprocess per method -----------------------------------
 
+def emit(record: dict) -> None:
+    """Child side: one JSON line on stdout, flushed at once, so the parent
+    keeps what was measured even if the child later dies (LLVM aborts)."""
+    print(json.dumps(record), flush=True)
+
+
 def run_child(script: str, method: str, args: list[str]) -> dict:
-    """Re-invoke ``script --method method``; its last stdout line is JSON.
-    Progress goes to stderr, which is passed through."""
-    cmd = [sys.executable, script, "--method", method, *args]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    lines = p.stdout.strip().splitlines()
-    if p.returncode != 0 or not lines:
-        return {"method": method, "error": f"exit status {p.returncode}", "stdout": p.stdout[-2000:]}
-    return json.loads(lines[-1])
+    """Re-invoke ``script --method method`` and collect its JSON lines: the
+    samples it emitted and its final result (the last non-sample line)."""
+    cmd = [sys.executable, "-X", "faulthandler", script, "--method", method, *args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(p.stderr)
+    records = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+    samples = [r["sample"] for r in records if "sample" in r]
+    final = next((r for r in reversed(records) if "sample" not in r), None)
+    if p.returncode == 0 and final is not None:
+        return final
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith(f"[{method}]")]
+    # a Python exception: its last line; a fatal error (LLVM, faulthandler): its first
+    why = (lines[-1] if lines[0].startswith("Traceback") else lines[0]) if lines else ""
+    status = f"signal {-p.returncode}" if p.returncode < 0 else f"exit status {p.returncode}"
+    return {"method": method, "error": f"{status}: {why}".rstrip(": "), "samples": samples}
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

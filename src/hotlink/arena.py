@@ -219,8 +219,7 @@ class Arena:
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
         self.punched = 0
         self.chunk_pool: list[Pool | None] = [None] * (size // CHUNK)
-        self._unpunched: list[tuple[int, int]] = []   # wholly free pages not yet punched
-        self._unpunched_bytes = 0
+        self._unpunched: set[int] = set()   # wholly free pages not yet punched
 
     def take_chunk(self, size: int, pool: Pool) -> int:
         addr = self.bump
@@ -251,9 +250,8 @@ class Arena:
         """Note pages that became wholly free; they are punched in batches,
         since a hole punch costs several microseconds and a tiny unit's page
         is often reused right away."""
-        self._unpunched.append((addr, size))
-        self._unpunched_bytes += size
-        if self._unpunched_bytes >= PUNCH_BATCH:
+        self._unpunched.update(range(addr, addr + size, PAGE))
+        if len(self._unpunched) * PAGE >= PUNCH_BATCH:
             self._flush()
 
     def flush(self) -> None:
@@ -262,12 +260,10 @@ class Arena:
             self._flush()
 
     def _flush(self) -> None:
-        pending, self._unpunched, self._unpunched_bytes = self._unpunched, [], 0
-        for addr, size in sorted(pending):
-            pool = self._pool_of(addr)
-            for page in range(addr, addr + size, PAGE):
-                if pool.is_free(page, page + PAGE):
-                    self.punch(page, PAGE)
+        pending, self._unpunched = self._unpunched, set()
+        for page in sorted(pending):
+            if self._pool_of(page).is_free(page, page + PAGE):
+                self.punch(page, PAGE)
 
     def _pool_of(self, addr: int) -> Pool:
         pool = self.chunk_pool[(addr - self.base) // CHUNK]
