@@ -184,13 +184,16 @@ def test_hotlink_run_c_file(tmp_path):
     assert proc.returncode == 6, proc.stderr
 
 
-def test_hotlink_run_ll_and_c_together(tmp_path):
+def test_hotlink_run_c_ll_and_bc_together(tmp_path):
+    import llvmlite.binding as llvm
     (tmp_path / "main.c").write_text(
-        "#include <stdio.h>\nextern int ir_add(int, int);\n"
-        "int main(int argc, char **argv) { printf(\"%d\\n\", ir_add(argc, 40)); return 0; }\n")
+        "#include <stdio.h>\nextern int ir_add(int, int);\nextern int bc_neg(int);\n"
+        "int main(int argc, char **argv) { printf(\"%d\\n\", ir_add(argc, 40) + bc_neg(1)); return 0; }\n")
     (tmp_path / "add.ll").write_text("define i32 @ir_add(i32 %a, i32 %b) {\n  %r = add i32 %a, %b\n  ret i32 %r\n}\n")
-    proc = hotlink_run(tmp_path, tmp_path / "main.c", tmp_path / "add.ll", "--", "x")
-    assert proc.stdout.strip() == "42", proc.stderr
+    neg = llvm.parse_assembly("define i32 @bc_neg(i32 %a) {\n  %r = sub i32 0, %a\n  ret i32 %r\n}\n")
+    (tmp_path / "neg.bc").write_bytes(neg.as_bitcode())
+    proc = hotlink_run(tmp_path, tmp_path / "main.c", tmp_path / "add.ll", tmp_path / "neg.bc", "--", "x")
+    assert proc.stdout.strip() == "41", proc.stderr
     assert proc.returncode == 0
 
 
