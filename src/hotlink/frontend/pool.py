@@ -49,6 +49,11 @@ class Worker:
             self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, _PACKAGE_PARENT],
                                          stdin=job_r, stdout=res_w, stderr=self.stderr,
                                          start_new_session=True)   # Ctrl-C goes to us, not them
+        except BaseException:
+            os.close(job_w)
+            os.close(res_r)
+            self.stderr.close()
+            raise
         finally:
             os.close(job_r)
             os.close(res_w)
