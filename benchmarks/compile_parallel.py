@@ -20,6 +20,7 @@ times, and the medians are compared, so drift affects both alike. Targets:
 a cold one.
 
 Usage: compile_parallel.py [--quick] [--reps N] [--modules N] [--json PATH] [--check]
+(--quick: 32 modules, one repetition, no thread comparison: a smoke run)
 """
 from __future__ import annotations
 
@@ -181,9 +182,9 @@ def in_process_threads(mods: list[str], threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one repetition, no thread comparison")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 32 modules, one repetition, no threads")
     ap.add_argument("--reps", type=int, default=3, help="alternating repetitions of 1 vs 2 workers")
-    ap.add_argument("--modules", type=int, default=64)
+    ap.add_argument("--modules", type=int, help="how many modules (default 64; 32 with --quick)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args(argv)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     import hotlink
     from hotlink.frontend.pool import get_pool
 
-    mods = [module_ir(i) for i in range(args.modules)]
+    mods = [module_ir(i) for i in range(args.modules or (32 if args.quick else 64))]
     sizes = [instruction_count(m) for m in mods]
     results: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "2 threads (in-process)": []}
     with hotlink.Session() as s, tempfile.TemporaryDirectory(prefix="hotlink-bench-cache-") as cache_dir:
