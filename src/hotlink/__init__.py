@@ -5,11 +5,14 @@ from .errors import (CompileError, DependencyError, DuplicateSymbolError, LinkEr
 from .call import Function
 from .library import Library, Unit
 from .session import MemoryStats, Session
+from .frontend import BoundIR, Source, bind_to_host
+from .host import AmbiguousSymbolError, HostSymbol, HostSymbols
 
 __all__ = [
     "Session", "Library", "Unit", "Function", "MemoryStats",
     "LinkError", "MalformedObjectError", "UndefinedSymbolError", "DuplicateSymbolError",
     "UnsupportedRelocationError", "DependencyError", "CompileError", "SymbolNotFoundError",
-    "SessionClosedError",
+    "SessionClosedError", "AmbiguousSymbolError",
+    "bind_to_host", "BoundIR", "Source", "HostSymbols", "HostSymbol",
 ]
 __version__ = "0.1.0"

@@ -42,10 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="JIT-link native code into a running Python process.",
         epilog="Arguments after '--' are passed to the program run by 'hotlink run'.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="link FILEs (.o, .a) and call the entry point, like lli",
+    run = sub.add_parser("run", help="link FILEs (.o, .a, .ll, .bc, .c, .cpp) and call the entry point, like lli",
                          description="Link the files into one library, call ENTRY(argc, argv) with "
                                      "the arguments after '--', and exit with its return value.")
-    run.add_argument("files", nargs="+", metavar="FILE", help="ELF objects (.o) and static archives (.a)")
+    run.add_argument("files", nargs="+", metavar="FILE", help="ELF objects (.o), static archives (.a), LLVM IR (.ll, .bc), C/C++ source (.c, .cpp)")
     run.add_argument("--entry", default="main", help="function to call (default: main)")
     run.add_argument("--shared", action="append", default=[], metavar="SO",
                      help="also resolve symbols from this shared object (repeatable)")

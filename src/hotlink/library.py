@@ -123,7 +123,9 @@ def read_source(source: Source) -> tuple[bytes, str]:
 def load_source(session: Session, source: Any, options: dict[str, Any]) -> tuple[bytes, str]:
     """The object or archive bytes for ``source`` and a name for it; LLVM IR
     and C go through the front ends (``hotlink.frontend``) first."""
-    if not options.get("language") and isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+    if not options.get("language") and (
+            isinstance(source, (bytes, bytearray, memoryview, os.PathLike))
+            or (isinstance(source, str) and "\n" not in source and os.path.isfile(source))):
         data, origin = read_source(source)
         if is_elf(data) or is_archive(data):
             return data, origin
