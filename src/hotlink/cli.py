@@ -33,6 +33,9 @@ def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:          # the benchmark runner parses its own options
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     program_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
@@ -49,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--entry", default="main", help="function to call (default: main)")
     run.add_argument("--shared", action="append", default=[], metavar="SO",
                      help="also resolve symbols from this shared object (repeatable)")
-    sub.add_parser("demo", help="the live demo")
+    sub.add_parser("demo", help="the live autotuner demo")
+    sub.add_parser("bench", help="run every benchmark against dlopen, LLJIT and MCJIT (see 'hotlink bench --help')",
+                   add_help=False)
     ns = parser.parse_args(argv)
     if ns.command == "run":
         try:
