@@ -369,7 +369,7 @@ class Job:
                 extras = unit.extras()
                 extras.got += acq.got_targets
                 extras.stubs += acq.stub_targets
-        for user, used in self.deps:
+        for user, used in self.deps | self.stub_uses:   # used: a unit, or an entry stub
             if user._deps is None:
                 user._deps = set()
             user._deps.add(used)
@@ -392,13 +392,6 @@ class Job:
             for name in unit._archive.member_symbols(offset):
                 if lazy.get(name) == (unit, offset):
                     del lazy[name]
-        for user, entry in self.stub_uses:
-            if entry._users is None:
-                entry._users = set()
-            entry._users.add(user)
-            if user._deps is None:
-                user._deps = set()
-            user._deps.add(entry)
         address = self._address
         entries = self.entries
         published: dict[Unit, list[str]] = {}
