@@ -149,8 +149,8 @@ def plot_churn(results: dict, out: Path) -> Path | None:
         if "error" in r:
             ax.plot(xs[-1], ys[-1], "x", color=COLOURS.get(m), markersize=11, markeredgewidth=2.5)
             ax.annotate(f"{LABELS.get(m, m)} died at cycle {xs[-1]:,}\n({r['error'][:60]})",
-                        (xs[-1], ys[-1]), textcoords="offset points", xytext=(8, -4), fontsize=8.5,
-                        color=COLOURS.get(m), va="top")
+                        (xs[-1], ys[-1]), textcoords="offset points", xytext=(-6, 12), fontsize=8.5,
+                        color=COLOURS.get(m), ha="right", va="bottom")
     ax.set_xlim(0, d["cycles"] * 1.01)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
     if warm:

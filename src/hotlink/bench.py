@@ -23,7 +23,9 @@ results file, also in a subprocess, so the runner itself needs only ``rich``.
 Scripts that are expected but missing (``compile_parallel.py`` while it is
 being written) are recorded as ``skipped`` with a note; a script that fails
 is recorded as ``failed`` with the tail of its stderr, the other benchmarks
-still run, and the exit status is 1.
+still run, and the exit status is 1.  A script killed by a signal (LLVM
+aborts on a failed assertion) is run again, up to ``--retries`` times; the
+crashes are kept in ``results.json`` (``crashed_attempts``) and printed.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import ctypes
 import datetime as _dt
 import gc
 import json
+import math
 import os
 import platform
 import shlex
@@ -41,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -367,6 +369,37 @@ def run_child(cmd: list[str], cwd: Path, timeout: float | None,
     return rc, "".join(out_chunks), "".join(err_lines), time.perf_counter() - t0
 
 
+def cpu_counters() -> tuple[float, float, float]:
+    """(CPU-seconds all processes spent busy, CPU-seconds the hypervisor
+    stole, CPU-seconds this process and its waited-for descendants used)."""
+    import resource
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return math.nan, math.nan, math.nan
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tick       # user nice system irq softirq
+    steal = v[7] / tick if len(v) > 7 else 0.0
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        own += r.ru_utime + r.ru_stime
+    return busy, steal, own
+
+
+def cpu_report(before: tuple[float, float, float], after: tuple[float, float, float],
+               seconds: float) -> dict[str, float]:
+    """How much CPU other processes took while a benchmark ran: the
+    machine's busy time minus ours (approximate: descendants count once
+    they have been waited for)."""
+    busy, steal, own = (a - b for a, b in zip(after, before))
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    other = max(0.0, busy - own)
+    return {"own_cpu_s": round(own, 2), "other_cpu_s": round(other, 2), "steal_cpu_s": round(steal, 2),
+            "other_share": round(other / (seconds * ncpu), 3) if seconds > 0 else 0.0}
+
+
 def command_for(name: str, bdir: Path, quick: bool, json_path: Path) -> list[str] | None:
     if name in BUILTIN:
         cmd = [sys.executable, "-m", "hotlink.bench", "--archive-child"]
@@ -658,7 +691,7 @@ def make_progress(total: int, plain: bool) -> Any:
 
 
 def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
-              plain: bool) -> dict[str, dict]:
+              plain: bool, retries: int = 2) -> dict[str, dict]:
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="hotlink-bench-") as tmp, make_progress(len(names), plain) as prog:
         for name in names:
@@ -673,17 +706,30 @@ def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
                 out[name] = rec
                 prog.finish(name, "skipped: script not found", 0.0)
                 continue
-            rec["command"] = " ".join(shlex.quote(c) for c in [Path(cmd[0]).name, *cmd[1:-1]]) + " --json FILE"
-            tail: deque[str] = deque(maxlen=1)
-            rc, stdout, stderr, secs = run_child(cmd, bdir.parent, timeout,
-                                                 lambda s, n=name: (tail.append(s), prog.line(n, s)))
+            rec["command"] = " ".join(shlex.quote(c) for c in [Path(cmd[0]).name, *cmd[1:-2]]) + " --json FILE"
+            crashes: list[dict[str, Any]] = []
+            while True:
+                jpath.unlink(missing_ok=True)
+                before = cpu_counters()
+                rc, stdout, stderr, secs = run_child(cmd, bdir.parent, timeout, lambda s, n=name: prog.line(n, s))
+                if rc is not None and rc < 0 and len(crashes) < retries:
+                    # killed by a signal (an LLVM assertion aborts the process): keep
+                    # the evidence, run it again from scratch
+                    crashes.append({"error": f"killed by signal {-rc}", "seconds": round(secs, 2),
+                                    "stderr_tail": stderr.strip().splitlines()[-8:]})
+                    prog.line(name, f"crashed (signal {-rc}); running it again")
+                    continue
+                break
+            if crashes:
+                rec["crashed_attempts"] = crashes
             rec["seconds"] = round(secs, 2)
+            rec["cpu"] = cpu_report(before, cpu_counters(), secs)
             rec["report"] = stdout.strip()
             problem = None
             if rc is None:
                 problem = f"timed out after {timeout:.0f} s"
             elif rc != 0:
-                problem = f"exit status {rc}"
+                problem = f"exit status {rc}" if rc > 0 else f"killed by signal {-rc}"
             elif not jpath.is_file():
                 problem = "wrote no JSON"
             if problem is None:
@@ -703,7 +749,12 @@ def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
                 rec["error"] = problem
                 rec["stderr_tail"] = stderr.strip().splitlines()[-30:]
             out[name] = rec
-            prog.finish(name, rec["status"] if problem is None else f"failed: {problem}", secs)
+            status = rec["status"] if problem is None else f"failed: {problem}"
+            if crashes:
+                status += f" (after {len(crashes)} crashed attempt(s): {crashes[0]['error']})"
+            if rec["cpu"]["other_share"] >= 0.05:
+                status += f"; other processes used {rec['cpu']['other_share']:.0%} of the CPUs meanwhile"
+            prog.finish(name, status, secs)
     return out
 
 
@@ -728,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", metavar="NAMES", help="comma-separated subset of benchmarks to run")
     ap.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
     ap.add_argument("--timeout", type=float, help="seconds per benchmark (default: 300 with --quick, none otherwise)")
+    ap.add_argument("--retries", type=int, default=2, metavar="N",
+                    help="run a benchmark again (up to N times) if it is killed by a signal, e.g. an LLVM "
+                         "assertion; the crashes are recorded in results.json (default: 2)")
     ap.add_argument("--plain", action="store_true", help="plain progress lines instead of a progress bar")
     ap.add_argument("--table", nargs="?", const="", metavar="RESULTS",
                     help="print the Markdown table of a results file (default: <benchmarks>/results.json) and exit")
@@ -765,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hotlink bench{' --quick' if args.quick else ''}: {len(names)} benchmarks from {bdir}\n"
           f"machine: {machine_line(machine)}", file=sys.stderr, flush=True)
     load_start = os.getloadavg()
-    benches = run_suite(names, bdir, args.quick, timeout, plain)
+    benches = run_suite(names, bdir, args.quick, timeout, plain, args.retries)
     # other processes competing for the CPUs distort the timings: say so
     machine["loadavg_1min_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
     results: dict[str, Any] = {
@@ -800,8 +854,17 @@ def main(argv: list[str] | None = None) -> int:
     for n, r in benches.items():
         if r["status"] == "skipped":
             print(f"\nskipped {n}: {r['note']}")
+    for n, r in benches.items():
+        for c in r.get("crashed_attempts", []):
+            print(f"\nnote: {n} crashed once and was run again: {c['error']}\n  "
+                  + "\n  ".join(c["stderr_tail"][-3:]))
     for n, r in failed.items():
         print(f"\nFAILED {n}: {r['error']}\n  " + "\n  ".join(r.get("stderr_tail", [])[-10:]))
+    busy = {n: r["cpu"]["other_share"] for n, r in benches.items()
+            if r.get("cpu", {}).get("other_share", 0) >= 0.05}
+    if busy:
+        print("\nnote: other processes competed for the CPUs during "
+              + ", ".join(f"{n} ({v:.0%})" for n, v in busy.items()) + "; their timings are less reliable")
     if plot_problem:
         print(f"\nplots: {plot_problem}")
     print(f"\nwrote {results_path}" + "".join(f"\nwrote {out_dir / w}" for w in results["plots"])
