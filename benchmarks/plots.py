@@ -144,13 +144,14 @@ def plot_churn(results: dict, out: Path) -> Path | None:
             g = r["growth"]
             label += f": {'+' if g >= 0 else '−'}{human_bytes(abs(g))} after warm-up"
             if "error" in r:
-                label += " (then died)"
+                why = r["error"].split(": ", 1)[-1][:60]
+                maps = f", at {smp[-1][3]:,} memory mappings" if len(smp[-1]) > 3 else ""
+                label += f",\nthen died after cycle {xs[-1]:,}{maps}\n({why})"
         ax.plot(xs, ys, color=COLOURS.get(m), linewidth=2, label=label)
         if "error" in r:
             ax.plot(xs[-1], ys[-1], "x", color=COLOURS.get(m), markersize=11, markeredgewidth=2.5)
-            ax.annotate(f"{LABELS.get(m, m)} died at cycle {xs[-1]:,}\n({r['error'][:60]})",
-                        (xs[-1], ys[-1]), textcoords="offset points", xytext=(-6, 12), fontsize=8.5,
-                        color=COLOURS.get(m), ha="right", va="bottom")
+            ax.annotate("died", (xs[-1], ys[-1]), textcoords="offset points", xytext=(0, 9), fontsize=8.5,
+                        color=COLOURS.get(m), ha="center", va="bottom")
     ax.set_xlim(0, d["cycles"] * 1.01)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
     if warm:

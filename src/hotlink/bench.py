@@ -539,9 +539,10 @@ def table(results: dict) -> str:
             gr = v["growth"]
             s = f"{gr / 2**20:+,.1f} MiB" if abs(gr) >= 2**20 else f"{gr / 1024:+,.0f} KiB"
             if v.get("growth_per_cycle") is not None:
-                s += f" ({v['growth_per_cycle']:,.0f} B/cycle)"
+                per = v["growth_per_cycle"]
+                s += f" ({per:,.1f} B/cycle)" if abs(per) < 10 else f" ({per:,.0f} B/cycle)"
             if v.get("died"):
-                s += f"; died at cycle {done:,}"
+                s += f"; died after cycle {done:,}"
             return s
         rows.append([f"RSS growth over {ch['cycles']:,} add/call/remove cycles, after {ch['warmup'] or 0:,} warm-up",
                      g("hotlink"), "—", g("lljit"), g("mcjit")])
