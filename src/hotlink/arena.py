@@ -55,14 +55,20 @@ def libc_address() -> int:
 
 
 def _reserve(fd: int, size: int, anchor: int) -> int:
-    """Map the memfd PROT_NONE at an address within +-2 GiB of ``anchor``."""
+    """Map the memfd PROT_NONE at an address within +-2 GiB of ``anchor``.
+
+    The kernel hands out mappings top-down, just below the lowest one, so an
+    arena right under libc would sit in the path of every later mmap and
+    split other JITs' allocations (MCJIT needs its sections within 2 GiB of
+    each other).  Try the far end of the window first and come upwards.
+    """
     limit = (1 << 31) - (64 << 20)
     step = 64 << 20
     hints = []
-    base = (anchor - size - (32 << 20)) & ~(CHUNK - 1)
-    while anchor - base < limit:
+    base = (anchor - limit) & ~(CHUNK - 1)
+    while base + size + (32 << 20) <= anchor:
         hints.append(base)
-        base -= step
+        base += step
     base = (anchor + (256 << 20)) & ~(CHUNK - 1)
     while base + size - anchor < limit:
         hints.append(base)
@@ -206,12 +212,20 @@ class Pool:
 
 
 class Arena:
-    def __init__(self, size: int = 1 << 30):
+    def __init__(self, size: int = 256 << 20):
         self.size = size
         self.fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, size)
         self.base = _reserve(self.fd, size, libc_address())
-        self.writer = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # the write view goes right below the run view, out of the way of later mmaps too
+        hint = self.base - size
+        wr = _mmap(hint, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, self.fd, 0)
+        if wr is None or wr == MAP_FAILED:
+            wr = _mmap(None, size, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
+            if wr is None or wr == MAP_FAILED:
+                raise OSError(ctypes.get_errno(), "cannot map the arena's write view")
+        self.write_base = wr
+        self.writer = memoryview((ctypes.c_char * size).from_address(wr)).cast("B")
         self.bump = self.base
         # guards the pools and tables: links allocate under the session lock,
         # but retired memory is freed from whichever thread ends a grace period
@@ -244,7 +258,7 @@ class Arena:
 
     def read(self, addr: int, size: int) -> bytes:
         off = addr - self.base
-        return self.writer[off:off + size]
+        return bytes(self.writer[off:off + size])
 
     def release_pages(self, addr: int, size: int) -> None:
         """Note pages that became wholly free; they are punched in batches,
@@ -283,7 +297,8 @@ class Arena:
     def close(self) -> None:
         if self.fd < 0:
             return
-        self.writer.close()
+        self.writer.release()
+        _munmap(self.write_base, self.size)
         _munmap(self.base, self.size)
         os.close(self.fd)
         self.fd = -1

@@ -62,7 +62,7 @@ class Session:
     ``close()`` (or leaving a ``with`` block) unloads everything, newest unit first.
     """
 
-    def __init__(self, *, arena_size: int = 1 << 30):
+    def __init__(self, *, arena_size: int = 256 << 20):
         self._lock = threading.RLock()
         self._arena = Arena(arena_size)
         self._tables = Tables(self._arena)
