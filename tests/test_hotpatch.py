@@ -194,3 +194,18 @@ def test_callables_survive_replace_and_data_is_not_stubbed(session, compile_c):
     u.remove()
     with pytest.raises(hotlink.SessionClosedError):
         get()
+
+
+def test_runtime_functions_from_python(session):
+    online = session.runtime_function("hotlink_thread_online", ctypes.c_int)
+    quiescent = session.runtime_function("hotlink_quiescent")
+    offline = session.runtime_function("hotlink_thread_offline")
+    native = session._reclaimer.native
+    before = native.online()
+    assert online() == 0
+    assert native.online() == before + 1
+    quiescent()
+    offline()
+    assert native.online() == before
+    with pytest.raises(hotlink.SymbolNotFoundError):
+        session.runtime_function("hotlink_nonsense")

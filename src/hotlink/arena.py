@@ -256,10 +256,6 @@ class Arena:
         for a in range(addr, addr + size, step):
             self.write(a, bytes(min(step, addr + size - a)))
 
-    def read(self, addr: int, size: int) -> bytes:
-        off = addr - self.base
-        return bytes(self.writer[off:off + size])
-
     def release_pages(self, addr: int, size: int) -> None:
         """Note pages that became wholly free; they are punched in batches,
         since a hole punch costs several microseconds and a tiny unit's page
@@ -290,9 +286,6 @@ class Arena:
             if err != errno.EOPNOTSUPP:
                 raise OSError(err, "fallocate(PUNCH_HOLE) on the arena failed")
         self.punched += size
-
-    def contains(self, addr: int) -> bool:
-        return self.base <= addr < self.base + self.size
 
     def close(self) -> None:
         if self.fd < 0:
