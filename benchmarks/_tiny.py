@@ -209,6 +209,19 @@ def run_child(script: str, method: str, args: list[str]) -> dict:
     return {"method": method, "error": f"{status}: {why}".rstrip(": "), "samples": samples}
 
 
+def investigate(script: str, args: list[str], show) -> dict:
+    """Rerun the hotlink child under tracemalloc and print where memory went."""
+    tr = run_child(script, "hotlink", args + ["--trace"])
+    show(tr)
+    return tr
+
+
+def write_json(path: str | None, out: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[k]) for r in cells)) if cells else len(h) for k, h in enumerate(headers)]

@@ -283,12 +283,8 @@ def main() -> None:
               f"memfd resident {hl['probe_end']['arena_resident']:,} B; gc-tracked objects "
               f"{hl['probe_warmup']['python_objects']:,} -> {hl['probe_end']['python_objects']:,}")
         if not ok or args.investigate:
-            tr = _tiny.run_child(__file__, "hotlink", passthru + ["--trace"])
-            out["investigation"] = tr
-            print_investigation(tr)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+            out["investigation"] = _tiny.investigate(__file__, passthru, print_investigation)
+    _tiny.write_json(args.json, out)
 
 
 def print_investigation(tr: dict) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import shutil
 import sys
@@ -242,12 +241,8 @@ def main() -> None:
               f"memfd resident {(e['arena_resident'] - w['arena_resident']) / k:,.0f} B; "
               f"pools (mapped, used) at end: {e['pools']}")
         if not ok or args.investigate:
-            tr = _tiny.run_child(__file__, "hotlink", passthru + ["--trace"])
-            out["investigation"] = tr
-            print_investigation(tr)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+            out["investigation"] = _tiny.investigate(__file__, passthru, print_investigation)
+    _tiny.write_json(args.json, out)
 
 
 def print_investigation(tr: dict) -> None:

@@ -3,7 +3,6 @@ GOT entries, and both are shared, counted and released."""
 from __future__ import annotations
 
 import ctypes
-import mmap
 
 import pytest
 

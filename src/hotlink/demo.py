@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .frontend.llvm import target_machine
+
 KERNEL_IR = r"""
 define double @dot(double* %a, double* %b, i64 %n) {
 entry:
@@ -151,19 +153,9 @@ class Result:
     code_bytes: int = 0
 
 
-def _target_machine():
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
-                                        opt=3, reloc="pic", codemodel="small")
-
-
 def compile_variants() -> list[tuple[str, bytes]]:
     import llvmlite.binding as llvm
-    tm = _target_machine()
+    tm = target_machine("host", "", 3)
     out = []
     for label, level, vec, unroll in VARIANTS:
         mod = llvm.parse_assembly(KERNEL_IR)
@@ -178,7 +170,7 @@ def compile_variants() -> list[tuple[str, bytes]]:
 
 def compile_driver() -> bytes:
     import llvmlite.binding as llvm
-    return _target_machine().emit_object(llvm.parse_assembly(DRIVER_IR))
+    return target_machine("host", "", 3).emit_object(llvm.parse_assembly(DRIVER_IR))
 
 
 def main(seconds_per_variant: float = 2.0, native_threads: int = 2) -> int:

@@ -100,12 +100,8 @@ def runtime_object() -> bytes:
     global _object
     with _object_lock:
         if _object is None:
-            import llvmlite.binding as llvm
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            tm = llvm.Target.from_default_triple().create_target_machine(
-                opt=2, reloc="pic", codemodel="small")
-            _object = tm.emit_object(llvm.parse_assembly(IR))
+            from .frontend.llvm import _llvm, target_machine
+            _object = target_machine("generic", "", 2).emit_object(_llvm().parse_assembly(IR))
         return _object
 
 

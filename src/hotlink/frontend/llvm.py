@@ -42,7 +42,8 @@ def toolchain_id() -> str:
     return f"llvmlite {llvmlite.__version__} llvm {'.'.join(map(str, llvm.llvm_version_info))}"
 
 
-def _target_machine(cpu: str, features: str, opt: int) -> Any:
+def target_machine(cpu: str, features: str, opt: int) -> Any:
+    """A cached PIC, small-code-model target machine for this process (the arena's needs)."""
     key = ("tm", cpu, features, opt)
     tm = _state.get(key)
     if tm is None:
@@ -58,7 +59,7 @@ def compile_ir(job: Job) -> bytes:
     """The object for ``job`` (IR text or bitcode); CompileError with LLVM's message."""
     llvm = _llvm()
     o = job.options
-    tm = _target_machine(o.cpu, o.features, o.opt)
+    tm = target_machine(o.cpu, o.features, o.opt)
     ctx = llvm.create_context()       # a context per module: the global one would grow forever
     mod = None
     try:
