@@ -1,5 +1,5 @@
 """hotlink: JIT-link native code into the running Python process, and take it out again."""
-from .errors import (CompileError, DependencyError, DuplicateSymbolError, LinkError,
+from .errors import (CompileError, DependencyError, DuplicateSymbolError, InitializerError, LinkError,
                      MalformedObjectError, SessionClosedError, SymbolNotFoundError,
                      UndefinedSymbolError, UnsupportedRelocationError)
 from .call import Function
@@ -12,7 +12,7 @@ __all__ = [
     "Session", "Library", "Unit", "Function", "MemoryStats",
     "LinkError", "MalformedObjectError", "UndefinedSymbolError", "DuplicateSymbolError",
     "UnsupportedRelocationError", "DependencyError", "CompileError", "SymbolNotFoundError",
-    "SessionClosedError", "AmbiguousSymbolError",
+    "SessionClosedError", "InitializerError", "AmbiguousSymbolError",
     "bind_to_host", "BoundIR", "Source", "HostSymbols", "HostSymbol",
 ]
 __version__ = "0.1.0"

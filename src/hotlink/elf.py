@@ -282,6 +282,20 @@ class ObjectFile:
         shndx, names = self.sym_shndx, self.sym_name
         return [names[i] for i in range(self.first_global, len(names)) if shndx[i] and names[i]]
 
+    def global_index(self, name: str) -> int | None:
+        """Index of the defined global symbol ``name``, or None."""
+        shndx, names = self.sym_shndx, self.sym_name
+        for i in range(self.first_global, len(names)):
+            if names[i] == name and shndx[i]:
+                return i
+        return None
+
+    def is_code_symbol(self, i: int) -> bool:
+        """A function, or an untyped symbol in executable code (assembly without ``.type``)."""
+        typ, x = self.sym_info[i] & 15, self.sym_shndx[i]
+        return typ == STT_FUNC or (typ == STT_NOTYPE and 0 < x < SHN_LORESERVE and x < self.shnum
+                                   and bool(self.sh_flags[x] & SHF_EXECINSTR))
+
     # --- relocations -----------------------------------------------------
 
     def _check_rela(self, r: int) -> None:

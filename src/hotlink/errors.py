@@ -56,3 +56,7 @@ class SymbolNotFoundError(LinkError, KeyError):
 
 class SessionClosedError(LinkError):
     """The session (or the library, or the unit) is closed or removed."""
+
+
+class InitializerError(LinkError):
+    """A unit's static initializer threw (a C++ exception); the link was undone."""

@@ -6,6 +6,8 @@ a tiny object's whole link has to fit in tens of microseconds.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, NamedTuple
+
 from . import elf
 from .arena import CODE, DATA, RODATA
 from .platform import init_priority
@@ -17,6 +19,25 @@ SKIP, PLACE, EH_FRAME, INIT = 0, 1, 2, 3
 WEAK, FUNC, HIDDEN, STUB = 1, 2, 4, 8   # STUB: the published address is an entry stub
 
 _ALLOC, _EXCLUDE = elf.SHF_ALLOC, elf.SHF_EXCLUDE
+
+if TYPE_CHECKING:
+    from .library import Unit
+
+
+class Definition(NamedTuple):
+    """A definition a library publishes (or an external address, ``unit`` None)."""
+    address: int
+    unit: Unit | None
+    flags: int
+    size: int
+
+
+class Pending(NamedTuple):
+    """A definition made by a link transaction, not yet placed or published."""
+    obj: LinkObject
+    index: int          # symbol index in ``obj``
+    flags: int
+    size: int
 
 
 def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
@@ -51,7 +72,7 @@ class LinkObject:
     __slots__ = ("obj", "unit", "library", "sections", "dropped", "addr", "commons",
                  "values", "blocks", "eh_block", "got_base", "eh")
 
-    def __init__(self, obj: elf.ObjectFile, unit, library):
+    def __init__(self, obj: elf.ObjectFile, unit: Any, library: Any):
         self.obj = obj
         self.unit = unit
         self.library = library

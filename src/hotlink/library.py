@@ -9,7 +9,10 @@ from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
-from .linker import Job
+from . import patch
+from .graph import STUB, WEAK, Definition
+from .interrupts import GATE
+from .linker import LinkTransaction
 from .patch import EntryStub
 
 if TYPE_CHECKING:
@@ -21,7 +24,7 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 class UnitExtras:
     """Bookkeeping most units never need, kept out of Unit to keep tiny units small."""
 
-    __slots__ = ("got", "stubs", "handlers", "dso", "atexit", "members", "comdats")
+    __slots__ = ("got", "stubs", "handlers", "dso", "atexit", "members", "comdats", "shadows")
 
     def __init__(self) -> None:
         self.got: list[int] = []          # GOT targets acquired
@@ -31,6 +34,7 @@ class UnitExtras:
         self.atexit = 0                   # this unit's atexit thunk
         self.members: set[int] = set()    # archive members pulled
         self.comdats: list[str] = []      # COMDAT groups this unit provides
+        self.shadows: list[str] = []      # names where a definition of this unit is shadowed
 
 
 class Unit:
@@ -91,7 +95,8 @@ class Unit:
         """Unload this unit: destructors, unwind info, symbols, memory.
 
         Raises DependencyError if live units still reference it, unless
-        ``cascade`` removes them too (newest first).
+        ``cascade`` removes them too (every unit that depends on it,
+        transitively, newest first).
         """
         session = self.library.session
         with session._lock:
@@ -102,10 +107,14 @@ class Unit:
                 names = ", ".join(f"{u.library.name}:{u.name}" for u in users)
                 raise DependencyError(f"cannot remove unit {self.name!r}: still used by {names} "
                                       f"(remove those first, or pass cascade=True)")
-            for u in reversed(users):
-                if u.alive:
-                    u.remove(cascade=True)
-            session._unload(self)
+            doomed = {self}
+            todo = list(users)
+            while todo:                     # iterative: chains may be thousands deep
+                u = todo.pop()
+                if u not in doomed:
+                    doomed.add(u)
+                    todo.extend(u.dependents)
+            session._unlink(sorted(doomed, key=lambda u: -u.seq))
 
     def __repr__(self) -> str:
         state = "" if self.alive else " removed"
@@ -134,7 +143,13 @@ def load_source(session: Session, source: Any, options: dict[str, Any]) -> tuple
 
 
 class Library:
-    """A namespace of symbols: what its units define, searched before its link order."""
+    """A namespace of symbols: what its units define, searched before its link order.
+
+    Other modules change a library only through its small internal API:
+    ``publish``/``shadow``/``unpublish`` for definitions, ``offer``/
+    ``consume_member``/``withdraw`` for archive members, ``claim_comdat``/
+    ``release_comdats`` for COMDAT groups.
+    """
 
     def __init__(self, session: Session, name: str, link_order: Sequence[Library] = (),
                  patchable: bool = False):
@@ -143,8 +158,9 @@ class Library:
         self.link_order = tuple(link_order)
         self.patchable = patchable
         self.alive = True
-        self._symbols: dict[str, tuple[int, Unit | None, int, int]] = {}
-        self._lazy: dict[str, tuple[Unit, int]] = {}
+        self._symbols: dict[str, Definition] = {}
+        self._shadowed: dict[str, list[Definition]] = {}     # definitions that lost, for when the winner goes
+        self._lazy: dict[str, tuple[Unit, int]] = {}     # name -> (archive unit, member offset)
         self._comdats: dict[str, Unit] = {}
         self._units: list[Unit] = []
         self._entries: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
@@ -158,6 +174,107 @@ class Library:
             raise SessionClosedError(f"library {self.name!r} was removed")
         self.session._check()
 
+    # --- the internal API: definitions -------------------------------------
+
+    def publish(self, name: str, sym: Definition, replacing: Unit | None = None) -> None:
+        """Make ``sym`` the definition of ``name``; one it displaces from another
+        live unit is kept as shadowed, to come back when ``sym``'s unit goes."""
+        old = self._symbols.get(name)
+        self._symbols[name] = sym
+        if old is not None and old.unit is not sym.unit and old.unit is not replacing \
+                and old.unit is not None and old.unit.alive:
+            self.shadow(name, old._replace(flags=old.flags & ~STUB, address=self._direct(name, old)))
+        self._lazy.pop(name, None)
+
+    def _direct(self, name: str, sym: Definition) -> int:
+        entry = self._entries.get(name) if sym.flags & STUB else None
+        return patch.target(entry) if entry is not None else sym.address
+
+    def shadow(self, name: str, sym: Definition) -> None:
+        self._shadowed.setdefault(name, []).append(sym)
+        sym.unit.extras().shadows.append(name)
+
+    def unpublish(self, unit: Unit) -> None:
+        """Take away ``unit``'s definitions and lazy members; what they
+        shadowed comes back (a weak definition, or an archive's member)."""
+        table = self._symbols
+        freed = []
+        for name in unit._symbols:
+            d = table.get(name)
+            if d is not None and d.unit is unit:
+                del table[name]
+                freed.append(name)
+        x = unit._x
+        if x is not None and x.shadows:
+            for name in x.shadows:
+                rest = [d for d in self._shadowed.get(name, ()) if d.unit is not unit]
+                if rest:
+                    self._shadowed[name] = rest
+                else:
+                    self._shadowed.pop(name, None)
+        if unit._archive is not None:
+            self.withdraw(unit)
+        for name in freed:
+            self._restore(name)
+
+    def _restore(self, name: str) -> None:
+        """What a fresh link without the removed unit would find for ``name``:
+        a strong shadowed definition, else the oldest weak one, else an
+        archive member not yet pulled."""
+        cands = [d for d in self._shadowed.get(name, ()) if d.unit.alive]
+        if cands:
+            best = min(cands, key=lambda d: (d.flags & WEAK, d.unit.seq))
+            cands.remove(best)
+            if cands:
+                self._shadowed[name] = cands
+            else:
+                del self._shadowed[name]
+            self._symbols[name] = best
+            best.unit._symbols += (name,)
+            return
+        self._shadowed.pop(name, None)
+        for unit in self._units:
+            a = unit._archive
+            if a is not None and unit.alive:
+                off = a.index.get(name)
+                if off is not None and off not in unit.extras().members:
+                    self._lazy.setdefault(name, (unit, off))
+                    return
+
+    # --- the internal API: archive members and COMDAT groups ----------------
+
+    def offer(self, unit: Unit) -> None:
+        """Make an archive unit's members available for lazy pulling."""
+        lazy, table = self._lazy, self._symbols
+        for sym, off in unit._archive.index.items():
+            if sym not in table:
+                lazy.setdefault(sym, (unit, off))
+
+    def consume_member(self, unit: Unit, offset: int) -> None:
+        """A member was pulled: it is part of ``unit`` now, no longer offered."""
+        unit.extras().members.add(offset)
+        lazy = self._lazy
+        for name in unit._archive.member_symbols(offset):
+            if lazy.get(name) == (unit, offset):
+                del lazy[name]
+
+    def withdraw(self, unit: Unit) -> None:
+        lazy = self._lazy
+        for name, off in unit._archive.index.items():
+            if lazy.get(name) == (unit, off):
+                del lazy[name]
+
+    def claim_comdat(self, signature: str, unit: Unit) -> None:
+        self._comdats[signature] = unit
+        unit.extras().comdats.append(signature)
+
+    def release_comdats(self, unit: Unit) -> None:
+        for sig in unit._x.comdats if unit._x is not None else ():
+            if self._comdats.get(sig) is unit:
+                del self._comdats[sig]
+
+    # --- the public API -------------------------------------------------------
+
     def add(self, source: Any, *, name: str | None = None, **options: Any) -> Unit:
         """Link ``source`` and return its unit.
 
@@ -166,69 +283,42 @@ class Library:
         IR text or bitcode, llvmlite modules, C text with ``language="c"``);
         ``options`` go to the front end (``language``, ``opt``, ``cpu``, ``flags``).
         """
-        session = self.session
-        data, origin = load_source(session, source, options)
-        with session._lock:
-            self._check()
-            uname = name or (os.path.basename(origin) if origin != "<bytes>" else None)
-            if is_archive(data):
-                unit = session._new_unit(self, uname)
-                unit._archive = Archive(data, unit.name)
-                self._offer(unit)
-                self._units.append(unit)
-                return unit
-            if not is_elf(data):
-                raise LinkError(f"{uname or origin}: not an ELF object or an ar archive")
-            unit = session._new_unit(self, uname)
-            job = Job(session)
-            job.add(ObjectFile(data, unit.name), unit)
-            job.run()
-            self._units.append(unit)
-            return unit
+        data, origin = load_source(self.session, source, options)
+        return self._link([(data, _unit_name(name, origin))])[0]
 
     def add_many(self, sources: Sequence[Any], **options: Any) -> list[Unit]:
         """Link several sources as one transaction, like a static link: objects
         may reference each other in any order.  Each source becomes its own
         unit; if anything fails, none is added.  Sources that need compiling
         are compiled in parallel worker processes."""
-        session = self.session
         from .frontend import load_many
-        loaded = [(data, os.path.basename(origin) if origin != "<bytes>" else None)
-                  for data, origin in load_many(session, sources, options)]
+        loaded = load_many(self.session, sources, options)
+        return self._link([(data, _unit_name(None, origin)) for data, origin in loaded])
+
+    def _link(self, loaded: list[tuple[bytes, str | None]], replacing: Unit | None = None) -> list[Unit]:
+        """The one path that links sources into this library: each (bytes,
+        unit name) becomes a unit, in one transaction."""
+        session = self.session
         with session._lock:
             self._check()
-            units: list[Unit] = []
-            archives: list[Unit] = []
-            try:
-                job = Job(session)
-                for data, uname in loaded:
-                    if is_archive(data):
-                        unit = session._new_unit(self, uname)
-                        unit._archive = Archive(data, unit.name)
-                        self._offer(unit)
-                        archives.append(unit)
-                    elif is_elf(data):
-                        unit = session._new_unit(self, uname)
-                        job.add(ObjectFile(data, unit.name), unit)
-                    else:
-                        raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
-                    units.append(unit)
+            job = LinkTransaction(session, replacing)
+            units = []
+            for data, uname in loaded:
+                unit = session._new_unit(self, uname)
+                if is_archive(data):
+                    job.add_archive(self, unit, Archive(data, unit.name))
+                elif is_elf(data):
+                    job.add_object(self, ObjectFile(data, unit.name), unit)
+                else:
+                    raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
+                units.append(unit)
+            if replacing is None:
                 job.run()
-            except BaseException:
-                for unit in archives:
-                    for sym, off in unit._archive.index.items():
-                        if self._lazy.get(sym) == (unit, off):
-                            del self._lazy[sym]
-                raise
-            self._units.extend(units)
+            else:
+                with GATE:      # the new unit is committed and the old one unlinked as one step
+                    job.run()
+                    session._unlink([replacing])
             return units
-
-    def _offer(self, unit: Unit) -> None:
-        """Make an archive unit's members available for lazy pulling."""
-        lazy = self._lazy
-        for sym, off in unit._archive.index.items():
-            if sym not in self._symbols:
-                lazy.setdefault(sym, (unit, off))
 
     def replace(self, unit: Unit, source: Any, *, name: str | None = None, **options: Any) -> Unit:
         """Link ``source`` and swap it in for ``unit`` as one step: lookups from
@@ -250,46 +340,43 @@ class Library:
                     f"cannot replace unit {unit.name!r}: "
                     + ", ".join(f"{u.library.name}:{u.name}" for u in direct)
                     + " reference it directly (reach it through a patchable library instead)")
-            uname = name or (os.path.basename(origin) if origin != "<bytes>" else unit._name)
+            uname = _unit_name(name, origin) or unit._name
             if is_archive(data):
                 if unit.dependents:
                     raise DependencyError(f"cannot replace unit {unit.name!r} by an archive while others call it")
-                new = session._new_unit(self, uname)
-                new._archive = Archive(data, new.name)
             elif is_elf(data):
-                obj = ObjectFile(data, uname or "<bytes>")
-                provided = set(obj.defined_globals())
-                lost = {e.name: e.live_users() for e in unit._entries()
-                        if e.name not in provided and e.live_users()}
-                if lost:
-                    raise DependencyError(
-                        f"cannot replace unit {unit.name!r}: the new code does not define "
-                        + "; ".join(f"{n} (called by {', '.join(f'{u.library.name}:{u.name}' for u in us)})"
-                                    for n, us in sorted(lost.items())))
-                new = session._new_unit(self, uname)
-                job = Job(session, replacing=unit)
-                job.add(obj, new)
-                job.run()
-            else:
-                raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
-            self._units.append(new)
-            session._unload(unit)       # unpublishes only names the new unit did not take over
-            if new._archive is not None:
-                self._offer(new)
-            return new
+                self._check_stubs_kept(unit, ObjectFile(data, uname or "<bytes>"))
+            return self._link([(data, uname)], replacing=unit)[0]
+
+    def _check_stubs_kept(self, unit: Unit, obj: ObjectFile) -> None:
+        """Entry stubs others call must survive a replace: the new object has
+        to define each of those names, as code."""
+        lost = {}
+        for e in unit._entries():
+            users = e.live_users()
+            if not users:
+                continue
+            si = obj.global_index(e.name)
+            if si is None or not obj.is_code_symbol(si):
+                lost[e.name] = (users, "does not define" if si is None else "defines as data")
+        if lost:
+            raise DependencyError(
+                f"cannot replace unit {unit.name!r}: the new code "
+                + "; ".join(f"{how} {n} (called by {', '.join(f'{u.library.name}:{u.name}' for u in us)})"
+                            for n, (us, how) in sorted(lost.items())))
 
     def address(self, symbol: str) -> int:
         """Address of ``symbol`` defined in this library, pulling archive members if needed."""
         d = self._symbols.get(symbol)
         if d is None:
             d = self._pull(symbol)
-        return d[0]
+        return d.address
 
-    def _definition(self, symbol: str):
+    def _definition(self, symbol: str) -> Definition:
         d = self._symbols.get(symbol)
         return d if d is not None else self._pull(symbol)
 
-    def _pull(self, symbol: str):
+    def _pull(self, symbol: str) -> Definition:
         session = self.session
         with session._lock:
             self._check()
@@ -299,7 +386,7 @@ class Library:
             z = self._lazy.get(symbol)
             if z is None:
                 raise SymbolNotFoundError(f"library {self.name!r} does not define {symbol!r}")
-            job = Job(session)
+            job = LinkTransaction(session)
             job.pull(*z)
             job.run()
             d = self._symbols.get(symbol)
@@ -312,7 +399,7 @@ class Library:
         """A callable for ``symbol``; it raises once the defining unit is removed."""
         d = self._definition(symbol)
         guard = self._entries.get(symbol) if self.patchable else None   # survives replace
-        return Function(symbol, d[0], guard or d[1], restype, argtypes, self.session._reclaimer)
+        return Function(symbol, d.address, guard or d.unit, restype, argtypes, self.session._reclaimer)
 
     def remove(self) -> None:
         self.session.remove_library(self)
@@ -322,3 +409,7 @@ class Library:
 
     def __repr__(self) -> str:
         return f"<hotlink.Library {self.name!r} units={len(self._units)}>"
+
+
+def _unit_name(name: str | None, origin: str) -> str | None:
+    return name or (os.path.basename(origin) if origin != "<bytes>" else None)

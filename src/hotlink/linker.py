@@ -1,27 +1,48 @@
-"""One link transaction: gather objects (pulling archive members on demand),
-resolve symbols, lay out, apply fixups, then commit or roll back.
+"""One link transaction, in stages that read like the pipeline:
 
-Nothing a transaction does is visible before ``commit``: symbols are
-published, lazy archive entries consumed and COMDAT groups claimed only
-there, after the code is written, its unwind info registered and its
-initializers run.  On any error, ``abort`` frees the memory and the GOT and
-stub entries the transaction took, so a failed ``add`` leaves no trace.
+    gather → place → resolve → fix up → initialize → commit
+
+* **gather** parses the objects, claims COMDAT groups, prunes ``.eh_frame``,
+  collects definitions and pulls, transitively, every archive member needed;
+* **place** gives every section an address in the arena (and entry stubs to
+  the functions of patchable libraries);
+* **resolve** binds every symbol to a definition: this transaction's, a
+  library's, or an external address;
+* **fix up** writes the sections through the arena's write view, applying
+  relocations (GOT entries and far-call stubs are acquired here);
+* **initialize** registers unwind info and runs initializers.  It is the
+  last stage that can fail (a C++ constructor that throws): it is undone by
+  running the destructors registered so far and deregistering the frames;
+* **commit** records units, dependencies, COMDAT claims, pulled members and
+  symbols in their libraries.  It cannot fail, and it runs with Python signal
+  handlers deferred (``interrupts.GATE``), so an interrupt never splits it.
+
+Until commit, nothing of the transaction is visible: a failure or an
+interrupt at any earlier point runs ``abort``, which frees every block,
+table entry and entry stub the transaction took, and leaves the session as
+it was.  Ctrl-C is noticed between objects (``GATE.checkpoint``) so a long
+link can still be cancelled.
 """
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
-from . import elf, layout, patch, platform
+from . import elf, ehframe, layout, patch, platform
 from .arena import CODE, RODATA, pack_block
-from .errors import DuplicateSymbolError, MalformedObjectError, UndefinedSymbolError
-from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject
+from .errors import (DuplicateSymbolError, InitializerError, MalformedObjectError,
+                     UndefinedSymbolError)
+from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject, Pending, Definition
+from .interrupts import GATE
 from .tables import Acquired
 from .x86_64 import apply_relocations
 
 if TYPE_CHECKING:
+    from .archive import Archive
     from .library import Library, Unit
     from .session import Session
+
+Found = Union[Pending, Definition]
 
 _LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
@@ -30,25 +51,49 @@ _HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
 PLATFORM_NAMES = frozenset(("__dso_handle", "atexit", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_"))
 
 
-class Job:
+class LinkTransaction:
     def __init__(self, session: Session, replacing: Unit | None = None):
         self.session = session
         self.replacing = replacing          # a unit whose definitions this link takes over
+        self.units: list[Unit] = []         # new units, recorded in their libraries at commit
+        self.archives: list[Unit] = []      # new archive units, offered at commit
         self.items: list[LinkObject] = []
-        self.pending: dict[Library, dict[str, tuple]] = {}     # lib -> name -> (lo, si, flags, size)
+        self.pending: dict[Library, dict[str, Pending]] = {}
+        self.shadowed: list[tuple[Library, str, Pending]] = []   # definitions that lost to another
+        self.offered: dict[Library, dict[str, tuple[Unit, int]]] = {}   # new archives' members
         self.comdats: dict[Library, dict[str, Unit]] = {}
         self.pulled: set[tuple[Unit, int]] = set()
         self.acquired: dict[Unit, Acquired] = {}
         self.synthetic: list[tuple[Unit, str, int, int, int]] = []   # (unit, attr, pool, addr, size)
         self.inits: list[tuple[Unit, list[int], list]] = []
         self.frames: list[tuple[Unit, int]] = []
+        self.registered: list[int] = []     # frames registered by initialize (undone by abort)
+        self.constructed: list[tuple[list, int]] = []   # (handler list, length before) per initialized unit
+        self.bound_dsos: list[int] = []
         self.deps: set[tuple[Unit, Unit]] = set()
         self._unit: Unit | None = None     # whose fixups are being applied
+        self._starts: set[int] | None = None   # function entry addresses, computed once
         self.entries: dict[tuple[Library, str], patch.EntryStub] = {}   # patchable functions defined here
         self.new_entries: list[patch.EntryStub] = []
         self.stub_uses: set[tuple[Unit, patch.EntryStub]] = set()
 
     # --- gathering -------------------------------------------------------
+
+    def add_object(self, lib: Library, obj: elf.ObjectFile, unit: Unit) -> None:
+        """A new unit made of one object."""
+        self.units.append(unit)
+        self.add(obj, unit)
+
+    def add_archive(self, lib: Library, unit: Unit, archive: Archive) -> None:
+        """A new archive unit: its members are pulled by this link's needs,
+        and offered to later lookups at commit."""
+        unit._archive = archive
+        self.units.append(unit)
+        self.archives.append(unit)
+        offered = self.offered.setdefault(lib, {})
+        for sym, off in archive.index.items():
+            if sym not in lib._symbols and sym not in lib._lazy:
+                offered.setdefault(sym, (unit, off))
 
     def add(self, obj: elf.ObjectFile, unit: Unit) -> None:
         lo = LinkObject(obj, unit, unit.library)
@@ -63,7 +108,7 @@ class Job:
                         claimed[g.signature] = unit
         for i, role, _ in lo.sections:
             if role == EH_FRAME:
-                lo.eh[i] = platform.prune_eh_frame(
+                lo.eh[i] = ehframe.prune_eh_frame(
                     obj.section_bytes(i), obj.relocations(i), f"{obj.name}:{obj.section_name(i)}",
                     lo.is_dropped_symbol if lo.dropped else None)
         self._define(lo)
@@ -75,24 +120,40 @@ class Job:
         if pend is None:
             pend = self.pending[lib] = {}
         published = lib._symbols
+        replacing = self.replacing
         dropped = lo.dropped
         obj = lo.obj
-        names, info, shndx = obj.sym_name, obj.sym_info, obj.sym_shndx
+        names, info, shndx, sh_flags = obj.sym_name, obj.sym_info, obj.sym_shndx, obj.sh_flags
         for si in range(obj.first_global, len(names)):
             x = shndx[si]
             if x == _UNDEF or x in dropped or not names[si]:
                 continue
             name = names[si]
+            if x < obj.shnum and not sh_flags[x] & elf.SHF_ALLOC:
+                raise MalformedObjectError(
+                    f"{obj.name}: global {name!r} is defined in section {obj.section_name(x)!r}, "
+                    f"which is not loaded (not SHF_ALLOC)")
+            # an untyped symbol in code (assembly without .type) is a function too:
+            # patchable libraries must keep its entry stub
             flags = ((WEAK if info[si] >> 4 in _WEAK_BINDS or x == _COMMON else 0)
-                     | (FUNC if info[si] & 15 == elf.STT_FUNC else 0)
+                     | (FUNC if obj.is_code_symbol(si) else 0)
                      | (HIDDEN if obj.sym_other[si] & 3 in _HIDDEN_VIS else 0))
-            cur = pend.get(name) or published.get(name)
-            if cur is not None and cur[1] is self.replacing and self.replacing is not None:
-                cur = None
-            if cur is None or (cur[2] & WEAK and not flags & WEAK):
-                pend[name] = (lo, si, flags, obj.sym_size[si])
-            elif not (cur[2] | flags) & WEAK:
-                owner = cur[0].obj.name if isinstance(cur[0], LinkObject) else f"unit {cur[1].name!r}"
+            new = Pending(lo, si, flags, obj.sym_size[si])
+            cur: Found | None = pend.get(name)
+            if cur is None:
+                cur = published.get(name)
+                if cur is not None and replacing is not None and cur.unit is replacing:
+                    cur = None
+            if cur is None:
+                pend[name] = new
+            elif cur.flags & WEAK and not flags & WEAK:
+                pend[name] = new
+                if type(cur) is Pending:
+                    self.shadowed.append((lib, name, cur))
+            elif (cur.flags | flags) & WEAK:
+                self.shadowed.append((lib, name, new))
+            else:
+                owner = cur.obj.name if type(cur) is Pending else f"unit {cur.unit.name!r}"
                 raise DuplicateSymbolError(name, owner, obj.name)
 
     def pull(self, unit: Unit, offset: int) -> None:
@@ -101,30 +162,33 @@ class Job:
             self.pulled.add(key)
             self.add(unit._archive.load_member(offset), unit)
 
-    def find(self, lib: Library, name: str, pull: bool):
-        """The definition ``name`` binds to from ``lib``: a pending (lo, si, flags, size),
-        a published (address, unit, flags, size), or None."""
+    def find(self, lib: Library, name: str, pull: bool) -> Found | None:
+        """The definition ``name`` binds to from ``lib``: this transaction's,
+        a library's, or an external address; None if there is none."""
         for other in (lib, *lib.link_order) if lib.link_order else (lib,):
             own = other is lib
             pend = self.pending.get(other)
-            d = pend.get(name) if pend else None
-            if d is not None and (own or not d[2] & HIDDEN):
+            d: Found | None = pend.get(name) if pend else None
+            if d is not None and (own or not d.flags & HIDDEN):
                 return d
             d = other._symbols.get(name)
-            if d is not None and (own or not d[2] & HIDDEN) and (d[1] is not self.replacing or d[1] is None):
+            if d is not None and (own or not d.flags & HIDDEN) and (d.unit is not self.replacing or d.unit is None):
                 return d
             if pull:
                 z = other._lazy.get(name)
+                if z is None and self.offered:
+                    z = self.offered.get(other, {}).get(name)
                 if z is not None and z not in self.pulled:
                     self.pull(*z)
                     return self.find(lib, name, pull)
         addr = self.session._external(name)
-        return None if addr is None else (addr, None, 0, 0)
+        return None if addr is None else Definition(addr, None, 0, 0)
 
     def gather(self) -> None:
         """Pull, transitively, every archive member some object needs."""
         i = 0
         while i < len(self.items):
+            GATE.checkpoint()
             lo = self.items[i]
             i += 1
             obj, dropped = lo.obj, lo.dropped
@@ -134,30 +198,13 @@ class Job:
                         and names[si] not in PLATFORM_NAMES:
                     self.find(lo.library, names[si], pull=True)
 
-    # --- resolution and fixups -------------------------------------------
+    # --- placing ----------------------------------------------------------
 
-    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content: bytes) -> int:
-        """A per-unit platform object (``dso`` handle or ``atexit`` thunk), made once."""
-        extras = unit.extras()
-        addr = getattr(extras, attr)
-        if not addr:
-            addr = self.session._arena.pools[pool].alloc(size, align)
-            setattr(extras, attr, addr)
-            self.synthetic.append((unit, attr, pool, addr, size))
-            self.session._arena.write(addr, content)
-        return addr
-
-    def _platform_value(self, lo: LinkObject, name: str) -> int:
-        unit = lo.unit
-        if name == "__dso_handle":
-            return self._synthetic(unit, "dso", RODATA, 8, 8, bytes(8))
-        if name == "atexit":
-            dso = self._platform_value(lo, "__dso_handle")
-            return self._synthetic(unit, "atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
-                                   platform.atexit_thunk(dso))
-        if name == "__cxa_atexit":
-            return platform.CXA_ATEXIT
-        return lo.got_base   # _GLOBAL_OFFSET_TABLE_
+    def place(self) -> None:
+        arena = self.session._arena
+        for lo in self.items:
+            layout.place(lo, arena)
+        self._entry_stubs()
 
     def _entry_stubs(self) -> None:
         """Give every function defined in a patchable library its entry stub
@@ -166,12 +213,40 @@ class Job:
             if not lib.patchable:
                 continue
             for name, d in defs.items():
-                if d[2] & FUNC:
+                if d.flags & FUNC:
                     entry = lib._entries.get(name)
                     if entry is None:
                         entry = patch.allocate(self.session._arena, name)
                         self.new_entries.append(entry)
                     self.entries[(lib, name)] = entry
+
+    # --- resolution and fixups -------------------------------------------
+
+    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content) -> int:
+        """A per-unit platform object (``dso`` handle or ``atexit`` thunk), made
+        once; ``content(address)`` gives its bytes."""
+        extras = unit.extras()
+        addr = getattr(extras, attr)
+        if not addr:
+            addr = self.session._arena.pools[pool].alloc(size, align)
+            setattr(extras, attr, addr)
+            self.synthetic.append((unit, attr, pool, addr, size))
+            self.session._arena.write(addr, content(addr))
+        return addr
+
+    def _platform_value(self, lo: LinkObject, name: str) -> int:
+        unit = lo.unit
+        if name == "__dso_handle":
+            # like crtbeginS.o's ``__dso_handle: .quad __dso_handle``: code that
+            # passes its value (glibc's atexit does) names the unit too
+            return self._synthetic(unit, "dso", RODATA, 8, 8, lambda a: struct.pack("<Q", a))
+        if name == "atexit":
+            dso = self._platform_value(lo, "__dso_handle")
+            return self._synthetic(unit, "atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
+                                   lambda a: platform.atexit_thunk(dso))
+        if name == "__cxa_atexit":
+            return platform.CXA_ATEXIT
+        return lo.got_base   # _GLOBAL_OFFSET_TABLE_
 
     @staticmethod
     def _address(lo: LinkObject, si: int) -> int:
@@ -183,7 +258,14 @@ class Job:
             return lo.commons.get(si, 0)
         return lo.addr[shndx] + obj.sym_value[si]
 
-    def resolve(self, lo: LinkObject, missing: dict[str, list[str]]) -> None:
+    def resolve(self) -> None:
+        missing: dict[str, list[str]] = {}
+        for lo in self.items:
+            self._resolve(lo, missing)
+        if missing:
+            raise UndefinedSymbolError(missing)
+
+    def _resolve(self, lo: LinkObject, missing: dict[str, list[str]]) -> None:
         obj = lo.obj
         names, shndx, value = obj.sym_name, obj.sym_shndx, obj.sym_value
         addr = lo.addr
@@ -206,31 +288,32 @@ class Job:
                     missing.setdefault(name, []).append(obj.name)
                 values.append(0)
                 continue
-            owner = d[0]
-            if owner.__class__ is LinkObject:
+            if type(d) is Pending:
+                owner = d.obj
                 if owner.unit is unit:
-                    values.append(self._address(owner, d[1]))
+                    values.append(self._address(owner, d.index))
                 elif (owner.library, name) in self.entries:      # another unit's patchable function
                     entry = self.entries[(owner.library, name)]
                     values.append(entry.addr)
                     self.stub_uses.add((unit, entry))
                 else:
-                    values.append(self._address(owner, d[1]))
+                    values.append(self._address(owner, d.index))
                     self.deps.add((unit, owner.unit))
             else:
-                values.append(owner)
-                if d[2] & STUB:
-                    self.stub_uses.add((unit, d[1].library._entries[name]))
-                elif d[1] is not None and d[1] is not unit:
-                    self.deps.add((unit, d[1]))
+                values.append(d.address)
+                if d.flags & STUB:
+                    self.stub_uses.add((unit, d.unit.library._entries[name]))
+                elif d.unit is not None and d.unit is not unit:
+                    self.deps.add((unit, d.unit))
         lo.values = values
 
     def _check_entry_points(self, lo: LinkObject, section: int, fns: list[int]) -> None:
         """Initializers and finalizers must be functions of this link: anything
         else would jump into data or the middle of code."""
-        starts = self._function_starts()
+        if self._starts is None:
+            self._starts = self._function_starts()
         for f in fns:
-            if f not in starts:
+            if f not in self._starts:
                 obj = lo.obj
                 raise MalformedObjectError(
                     f"{obj.name}:{obj.section_name(section)}: entry {f:#x} is not the start of a function "
@@ -265,7 +348,12 @@ class Job:
         if obj.sym_shndx[si] != _UNDEF or si < obj.first_global:
             return obj.sym_size[si]
         d = self.find(lo.library, obj.sym_name[si], pull=False)
-        return d[3] if d else 0
+        return d.size if d else 0
+
+    def fix_up(self) -> None:
+        for lo in self.items:
+            GATE.checkpoint()
+            self.fixup(lo)
 
     def fixup(self, lo: LinkObject) -> None:
         obj = lo.obj
@@ -321,29 +409,62 @@ class Job:
             fini_stack = [(f, None) for _, fns in finis for f in fns]
             self.inits.append((lo.unit, [f for _, fns in inits for f in fns], fini_stack))
 
+    # --- initializing: the last stage that can fail ------------------------
+
+    def initialize(self) -> None:
+        """Register unwind info, then run initializers, newest unit last.
+
+        A C++ exception escaping a constructor is caught natively (it must
+        never unwind into ctypes); the destructors that the unit's finished
+        constructors registered run at once, and the link is aborted.
+        """
+        for _, addr in self.frames:
+            platform.register_frames(addr)
+            self.registered.append(addr)
+        for unit, attr, _, addr, _ in self.synthetic:
+            if attr == "dso":
+                platform.bind_dso(addr, unit.extras().handlers)
+                self.bound_dsos.append(addr)
+        guarded = self.session._guarded_call() if self.inits else None
+        for unit, inits, fini_stack in self.inits:
+            handlers = unit.extras().handlers
+            mark = len(handlers)
+            error = platform.run_initializers(inits, handlers, guarded)
+            if error is not None:
+                self.constructed.append((handlers, mark))
+                raise InitializerError(f"unit {unit.name!r} ({unit.library.name}): a static initializer "
+                                       f"threw {error}; what it had constructed was destroyed and "
+                                       f"nothing was added")
+            # finalizers run after (newest first) what the initializers registered
+            handlers[mark:mark] = fini_stack
+            self.constructed.append((handlers, mark))
+
     # --- the transaction -------------------------------------------------
 
     def run(self) -> None:
-        """Lay out, resolve, fix up and commit; on failure leave no trace."""
-        arena = self.session._arena
-        try:
-            self.gather()
-            for lo in self.items:
-                layout.place(lo, arena)
-            self._entry_stubs()
-            missing: dict[str, list[str]] = {}
-            for lo in self.items:
-                self.resolve(lo, missing)
-            if missing:
-                raise UndefinedSymbolError(missing)
-            for lo in self.items:
-                self.fixup(lo)
-        except BaseException:
-            self.abort()
-            raise
-        self.commit()
+        """Every stage, then commit; on failure or interrupt, leave no trace."""
+        with GATE:
+            try:
+                self.gather()
+                self.place()
+                self.resolve()
+                self.fix_up()
+                self.initialize()
+            except BaseException:
+                self.abort()
+                raise
+            self.commit()
 
     def abort(self) -> None:
+        guarded = self.session._guarded_call() if self.constructed else None
+        for handlers, mark in reversed(self.constructed):
+            extra = handlers[mark:]
+            del handlers[mark:]
+            platform.run_finalizers(extra, guarded)
+        for dso in self.bound_dsos:
+            platform.unbind_dso(dso)
+        for addr in self.registered:
+            platform.deregister_frames(addr)
         arena = self.session._arena
         for lo in self.items:
             layout.release(lo, arena)
@@ -357,13 +478,15 @@ class Job:
                 arena.pools[pool].free(addr, size)
 
     def commit(self) -> None:
+        """Make the transaction visible.  Nothing here can fail."""
+        self.session._code_index = None
+        for unit in self.units:
+            unit.library._units.append(unit)
         for lo in self.items:
             eh = lo.eh_block
             lo.unit._blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
         for unit, attr, pool, addr, size in self.synthetic:
             unit._blocks.append(pack_block(pool, addr, size))
-            if attr == "dso":
-                platform.bind_dso(addr, unit.extras().handlers)
         for unit, acq in self.acquired.items():
             if acq.got_targets or acq.stub_targets:
                 extras = unit.extras()
@@ -376,36 +499,29 @@ class Job:
             if used._users is None:
                 used._users = set()
             used._users.add(user)
-        for unit, addr in self.frames:
-            platform.register_frames(addr)
-        for unit, inits, fini_stack in self.inits:
-            handlers = unit.extras().handlers
-            handlers.extend(fini_stack)
-            platform.run_initializers(inits, handlers)
         for lib, claimed in self.comdats.items():
             for sig, unit in claimed.items():
-                lib._comdats[sig] = unit
-                unit.extras().comdats.append(sig)
+                lib.claim_comdat(sig, unit)
         for unit, offset in self.pulled:
-            unit.extras().members.add(offset)
-            lazy = unit.library._lazy
-            for name in unit._archive.member_symbols(offset):
-                if lazy.get(name) == (unit, offset):
-                    del lazy[name]
+            unit.library.consume_member(unit, offset)
+        for unit in self.archives:
+            unit.library.offer(unit)
         address = self._address
         entries = self.entries
         published: dict[Unit, list[str]] = {}
         for lib, defs in self.pending.items():
-            table = lib._symbols
             for name, (lo, si, flags, size) in defs.items():
                 entry = entries.get((lib, name)) if entries else None
                 if entry is None:
-                    table[name] = (address(lo, si), lo.unit, flags, size)
+                    sym = Definition(address(lo, si), lo.unit, flags, size)
                 else:   # the slot swings to the new code, then the stub is published
                     patch.point(entry, address(lo, si))
                     entry.unit = lo.unit
                     lib._entries[name] = entry
-                    table[name] = (entry.addr, lo.unit, flags | STUB, size)
+                    sym = Definition(entry.addr, lo.unit, flags | STUB, size)
+                lib.publish(name, sym, self.replacing)
                 published.setdefault(lo.unit, []).append(name)
+        for lib, name, (lo, si, flags, size) in self.shadowed:
+            lib.shadow(name, Definition(address(lo, si), lo.unit, flags, size))
         for unit, names in published.items():
             unit._symbols += tuple(names)

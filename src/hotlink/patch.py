@@ -54,3 +54,8 @@ def blocks(entry: EntryStub) -> list[tuple[int, int, int]]:
 def point(entry: EntryStub, target: int) -> None:
     """Swing the entry to ``target`` with one 8-byte store (the slot is 8-aligned)."""
     ctypes.c_uint64.from_address(entry.slot).value = target
+
+
+def target(entry: EntryStub) -> int:
+    """Where the entry currently jumps."""
+    return ctypes.c_uint64.from_address(entry.slot).value

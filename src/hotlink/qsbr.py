@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import threading
 import time
+from threading import get_ident
 from typing import Callable
+
+from .errors import LinkError
 
 REAPER_PERIOD = 0.005
 
@@ -32,6 +35,7 @@ class Reclaimer:
         self._lock = threading.Lock()
         self.epoch = 0
         self._active = [0, 0]                   # running Python calls per epoch parity
+        self._inside: dict[int, int] = {}       # thread id -> calls into JIT code it is inside
         # (python epoch, native epoch, bytes, release)
         self._retired: list[tuple[int, int, int, Callable[[], None]]] = []
         self._releasing = 0                     # collected, not yet run
@@ -43,14 +47,25 @@ class Reclaimer:
     # --- Python callers ---------------------------------------------------
 
     def enter(self) -> int:
+        t = get_ident()
         with self._lock:
             e = self.epoch & 1
             self._active[e] += 1
+            inside = self._inside
+            inside[t] = inside.get(t, 0) + 1
             return e
 
     def exit(self, e: int) -> None:
+        t = get_ident()
         with self._lock:
-            self._active[e] -= 1
+            if self._active[e]:         # (0 only in a child forked during this call)
+                self._active[e] -= 1
+            inside = self._inside
+            n = inside.get(t, 1) - 1
+            if n:
+                inside[t] = n
+            else:
+                inside.pop(t, None)
             ready = self._collect() if self._retired and not self._active[e] else None
         if ready:
             self._run(ready)
@@ -75,7 +90,33 @@ class Reclaimer:
         with self._lock:
             return not self._retired and not self._releasing
 
+    def busy(self) -> bool:
+        """Is any thread inside JIT code (a Python call, or an online native thread)?"""
+        return bool(self._active[0] or self._active[1] or (self.native is not None and self.native.online()))
+
+    def check_not_waiting_for_self(self, what: str) -> None:
+        """Waiting for a grace period from inside a call into JIT code (a
+        callback) would wait for that very call: refuse at once."""
+        if get_ident() in self._inside:
+            raise LinkError(f"{what} called from inside a call into JIT code (a callback): "
+                            f"it would wait for that call to return")
+        if self.native is not None and self.native.own_slot():
+            raise LinkError(f"{what} called from a thread registered with hotlink_thread_online(): "
+                            f"it would wait for this thread; call hotlink_thread_offline() first")
+
+    def after_fork(self) -> None:
+        """In a forked child: only the forking thread exists, with no call in flight."""
+        self._lock = threading.Lock()
+        self._active = [0, 0]
+        self._inside = {}
+        self._reaper = None
+        if self.native is not None:
+            self.native.after_fork()
+        if self._retired:
+            self._start_reaper()
+
     def synchronize(self, timeout: float | None = None) -> bool:
+        self.check_not_waiting_for_self("synchronize()")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0001
         while not self.poll():

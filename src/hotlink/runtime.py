@@ -5,6 +5,14 @@ call to take part in grace periods.
     void hotlink_quiescent(void);       "I hold no pointer into retired code now"
     void hotlink_thread_offline(void);  release the slot (an offline thread never delays frees)
 
+A thread that exits while online gives its slot back through the pthread
+key's destructor (``hotlink_thread_exit``), so it never blocks reclamation.
+
+A second, optional part (``CXX_IR``) is linked only where a C++ runtime is
+loaded: ``hotlink_guarded_call`` calls an initializer, finalizer or exit
+handler and catches any C++ exception it throws, which must never unwind
+into ctypes (that terminates the process).
+
 The runtime is LLVM IR compiled by llvmlite (so it needs no C compiler) once
 per process and linked by hotlink itself into a hidden library of each
 session that uses it.  Each thread finds its slot through a pthread key; a
@@ -74,6 +82,12 @@ done:
   ret i32 0
 }
 
+define void @hotlink_thread_exit(i8* %p) {
+  %s = bitcast i8* %p to i64*
+  store atomic i64 0, i64* %s release, align 8
+  ret void
+}
+
 define void @hotlink_thread_offline() {
   %k = load i32, i32* @hotlink_key
   %p = call i8* @pthread_getspecific(i32 %k)
@@ -89,31 +103,126 @@ out:
 }
 """
 
-_object: bytes | None = None
+CXX_IR = r"""
+declare i32 @__gxx_personality_v0(...)
+declare ptr @__cxa_begin_catch(ptr)
+declare void @__cxa_end_catch()
+declare ptr @__cxa_current_exception_type()
+declare ptr @strncpy(ptr, ptr, i64)
+declare i32 @llvm.eh.typeid.for.p0(ptr)
+@_ZTISt9exception = external constant ptr
+
+; 0: returned normally; 1: threw (type name and, for std::exception, what()
+; copied to the buffers, each len bytes, which the caller zeroes)
+define i32 @hotlink_guarded_call(ptr %fn, ptr %arg, i32 %with_arg, ptr %type_buf, ptr %what_buf, i64 %len)
+    personality ptr @__gxx_personality_v0 {
+entry:
+  %has = icmp ne i32 %with_arg, 0
+  br i1 %has, label %witharg, label %noarg
+witharg:
+  invoke void %fn(ptr %arg) to label %ok unwind label %lpad
+noarg:
+  invoke void %fn() to label %ok unwind label %lpad
+ok:
+  ret i32 0
+lpad:
+  %lp = landingpad { ptr, i32 } catch ptr @_ZTISt9exception catch ptr null
+  %ex = extractvalue { ptr, i32 } %lp, 0
+  %sel = extractvalue { ptr, i32 } %lp, 1
+  %tid = call i32 @llvm.eh.typeid.for.p0(ptr @_ZTISt9exception)
+  %obj = call ptr @__cxa_begin_catch(ptr %ex)
+  %ti = call ptr @__cxa_current_exception_type()
+  %tiok = icmp ne ptr %ti, null
+  br i1 %tiok, label %name, label %classify
+name:
+  %np = getelementptr i8, ptr %ti, i64 8
+  %n = load ptr, ptr %np
+  %r1 = call ptr @strncpy(ptr %type_buf, ptr %n, i64 %len)
+  br label %classify
+classify:
+  %isstd = icmp eq i32 %sel, %tid
+  br i1 %isstd, label %what, label %done
+what:
+  %vt = load ptr, ptr %obj
+  %wp = getelementptr ptr, ptr %vt, i64 2
+  %wf = load ptr, ptr %wp
+  %w = call ptr %wf(ptr %obj)
+  %r2 = call ptr @strncpy(ptr %what_buf, ptr %w, i64 %len)
+  br label %done
+done:
+  call void @__cxa_end_catch()
+  ret i32 1
+}
+"""
+CXX_NAMES = ("__gxx_personality_v0", "__cxa_begin_catch", "__cxa_end_catch", "__cxa_current_exception_type")
+
+_objects: dict[str, bytes] = {}
 _object_lock = threading.Lock()
 _libc = ctypes.CDLL(None)
 _SLOT = struct.Struct("<QQ48x")
+_pthread_getspecific = _libc.pthread_getspecific
+_pthread_getspecific.restype = ctypes.c_void_p
+_pthread_getspecific.argtypes = (ctypes.c_uint,)
 
 
-def runtime_object() -> bytes:
-    """The runtime's ELF object, compiled on first use in this process."""
-    global _object
+def runtime_object(ir: str = IR) -> bytes:
+    """The ELF object of one part of the runtime, compiled on first use in this process."""
     with _object_lock:
-        if _object is None:
+        obj = _objects.get(ir)
+        if obj is None:
             from .frontend.llvm import _llvm, target_machine
-            _object = target_machine("generic", "", 2).emit_object(_llvm().parse_assembly(IR))
-        return _object
+            obj = _objects[ir] = target_machine("generic", "", 2).emit_object(_llvm().parse_assembly(ir))
+        return obj
+
+
+_GUARDED = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t)
+_MSG = 512
+
+
+def guarded_caller(address: int):
+    """A ``platform.GuardedCall`` over the runtime's ``hotlink_guarded_call``."""
+    call = _GUARDED(address)
+
+    def guarded(fn: int, arg: int | None) -> str | None:
+        type_buf = ctypes.create_string_buffer(_MSG)
+        what_buf = ctypes.create_string_buffer(_MSG)
+        if not call(fn, arg or 0, arg is not None, type_buf, what_buf, _MSG - 1):
+            return None
+        what = what_buf.value.decode("utf-8", "replace")
+        return f"{demangle(type_buf.value.decode('ascii', 'replace'))}" + (f": {what}" if what else "")
+    return guarded
+
+
+def demangle(type_name: str) -> str:
+    """A C++ type name from its mangled form (as in ``std::type_info::name()``)."""
+    name = type_name.lstrip("*")
+    try:
+        fn = _libc.__cxa_demangle
+    except AttributeError:
+        return name or "an exception of unknown type"
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+    status = ctypes.c_int(0)
+    out = fn(name.encode(), None, None, ctypes.byref(status))
+    if not out or status.value:
+        return name or "an exception of unknown type"
+    try:
+        return ctypes.string_at(out).decode("utf-8", "replace")
+    finally:
+        _libc.free(ctypes.c_void_p(out))
 
 
 class NativeThreads:
     """The Python side of the runtime: epoch bumps and slot scans."""
 
-    def __init__(self, arena, epoch_addr: int, slots_addr: int, key_addr: int):
+    def __init__(self, arena, epoch_addr: int, slots_addr: int, key_addr: int, exit_addr: int):
         self._arena = arena
         self.epoch_addr = epoch_addr
         self.slots_addr = slots_addr
         key = ctypes.c_uint(0)
-        if _libc.pthread_key_create(ctypes.byref(key), None) != 0:
+        # the destructor gives an exiting thread's slot back
+        if _libc.pthread_key_create(ctypes.byref(key), ctypes.c_void_p(exit_addr)) != 0:
             raise OSError("pthread_key_create failed")
         self.key = key.value
         arena.write(key_addr, struct.pack("<I", self.key))
@@ -134,6 +243,18 @@ class NativeThreads:
     def online(self) -> int:
         data = ctypes.string_at(self.slots_addr, NSLOTS * SLOT_SIZE)
         return sum(1 for state, _ in _SLOT.iter_unpack(data) if state)
+
+    def own_slot(self) -> int:
+        """This thread's slot address, 0 if it is not online."""
+        return _pthread_getspecific(self.key) or 0
+
+    def after_fork(self) -> None:
+        """In a forked child only the forking thread exists: every other slot is free."""
+        mine = self.own_slot()
+        for i in range(NSLOTS):
+            addr = self.slots_addr + i * SLOT_SIZE
+            if addr != mine:
+                ctypes.c_uint64.from_address(addr).value = 0
 
     def close(self) -> None:
         _libc.pthread_key_delete(self.key)

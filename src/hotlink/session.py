@@ -6,19 +6,20 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from . import patch, platform, runtime
-from .elf import ObjectFile
-from .linker import Job
-from .arena import POOL_NAMES, Arena, pack_block, unpack_block
+import bisect
+
+from . import platform, runtime, unlink
+from .arena import POOL_NAMES, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .library import Library, Unit
 from .qsbr import Reclaimer
-from .tables import Tables, release_all
+from .tables import Tables
 
 _libc = ctypes.CDLL(None)
 _dlsym = _libc.dlsym
@@ -31,7 +32,40 @@ _open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 @atexit.register
 def _close_open_sessions() -> None:
     for s in list(_open_sessions):
-        s.close()
+        s._close_quietly()
+
+
+def _handlers_at(addr: int) -> list | None:
+    """The exit-handler list of the live unit (of any session) holding ``addr``."""
+    for s in list(_open_sessions):
+        unit = s._unit_at(addr)
+        if unit is not None:
+            return unit.extras().handlers
+    return None
+
+
+platform.handlers_at = _handlers_at
+
+
+# fork(): the child gets a private copy of every session's arena (so nothing
+# it does reaches the parent) and may go on using its sessions; see
+# Session._fork_prepare.
+def _fork_prepare() -> None:
+    for s in list(_open_sessions):
+        s._fork_prepare()
+
+
+def _fork_parent() -> None:
+    for s in list(_open_sessions):
+        s._fork_done(child=False)
+
+
+def _fork_child() -> None:
+    for s in list(_open_sessions):
+        s._fork_done(child=True)
+
+
+os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent, after_in_child=_fork_child)
 
 
 @dataclass
@@ -63,6 +97,7 @@ class Session:
     """
 
     def __init__(self, *, arena_size: int = 256 << 20):
+        self._closed = True      # until the arena exists: __del__ of a failed Session does nothing
         self._lock = threading.RLock()
         self._arena = Arena(arena_size)
         self._tables = Tables(self._arena)
@@ -72,7 +107,10 @@ class Session:
         self._process_cache: dict[str, int] = {}
         self._reclaimer = Reclaimer()
         self._pool: Any = None            # the front ends' worker processes, started on first use
-        self._runtime: Library | None = None   # hotlink's native runtime, linked on first use
+        self._runtimes: dict[str, Library] = {}   # hotlink's native runtime parts, linked on first use
+        self._guarded: platform.GuardedCall | None = None
+        self._code_index: tuple[list[int], list[tuple[int, Unit]]] | None = None
+        self._forking = False
         self._seq = 0
         self._closed = False
         _open_sessions.add(self)
@@ -124,9 +162,7 @@ class Session:
                     raise DependencyError(
                         f"cannot remove library {lib.name!r}: unit {unit.name!r} is used by "
                         + ", ".join(f"{u.library.name}:{u.name}" for u in outside))
-            for unit in sorted(lib._units, key=lambda u: -u.seq):
-                if unit.alive:
-                    self._unload(unit)
+            self._unlink(sorted(lib._units, key=lambda u: -u.seq))
             lib.alive = False
             del self._libraries[lib.name]
 
@@ -153,6 +189,9 @@ class Session:
             except OSError as e:
                 raise LinkError(f"load_shared: cannot load {name_or_path!r}: {e}") from None
             self._shared.append((path, lib))
+            # names found in the process before may now come from this object
+            # (searched first), as in a fresh session
+            self._process_cache.clear()
 
     def _external(self, name: str) -> int | None:
         """hotlink's runtime, defines, then shared objects, then the process (dlsym RTLD_DEFAULT)."""
@@ -176,20 +215,33 @@ class Session:
             return addr
         return None
 
+    def _runtime_library(self, name: str, ir: str) -> Library:
+        """One part of hotlink's runtime, linked into a hidden library on first use."""
+        lib = self._runtimes.get(name)
+        if lib is None:
+            lib = Library(self, name)      # hidden: not in self._libraries
+            lib._link([(runtime.runtime_object(ir), "runtime")])
+            self._runtimes[name] = lib
+        return lib
+
     def _runtime_address(self, name: str) -> int:
         """Address of a runtime function, linking the runtime on first use."""
-        if self._runtime is None:
-            lib = Library(self, "hotlink.runtime")      # hidden: not in self._libraries
-            unit = self._new_unit(lib, "runtime")
-            job = Job(self)
-            job.add(ObjectFile(runtime.runtime_object(), "hotlink-runtime"), unit)
-            job.run()
-            lib._units.append(unit)
+        lib = self._runtimes.get("hotlink.runtime")
+        if lib is None:
+            lib = self._runtime_library("hotlink.runtime", runtime.IR)
             sym = lib._symbols
             self._reclaimer.native = runtime.NativeThreads(
-                self._arena, sym["hotlink_epoch"][0], sym["hotlink_slots"][0], sym["hotlink_key"][0])
-            self._runtime = lib
-        return self._runtime._symbols[name][0]
+                self._arena, sym["hotlink_epoch"].address, sym["hotlink_slots"].address,
+                sym["hotlink_key"].address, sym["hotlink_thread_exit"].address)
+        return lib._symbols[name].address
+
+    def _guarded_call(self) -> platform.GuardedCall | None:
+        """Calls that catch C++ exceptions, where a C++ runtime is loaded
+        (without one, nothing can throw a C++ exception)."""
+        if self._guarded is None and all(self._external(n) for n in runtime.CXX_NAMES):
+            lib = self._runtime_library("hotlink.runtime.cxx", runtime.CXX_IR)
+            self._guarded = runtime.guarded_caller(lib._symbols["hotlink_guarded_call"].address)
+        return self._guarded
 
     def runtime_function(self, name: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Any:
         """A ctypes function for one of hotlink's runtime functions (e.g. for
@@ -221,63 +273,30 @@ class Session:
         self._seq += 1
         return Unit(lib, name, self._seq)
 
-    def _unload(self, unit: Unit) -> None:
-        """Tear one unit down; the caller holds the lock and checked dependencies.
+    def _unlink(self, units: list[Unit]) -> None:
+        """Remove ``units``, in this order; the caller holds the lock and checked dependents."""
+        unlink.unlink(self, units)
 
-        Destructors run now; the unit's symbols disappear now; its memory,
-        unwind info and GOT/stub entries are retired and freed once no call
-        that might be running its code is left.
-        """
-        unit.alive = False
-        lib = unit.library
-        extras = unit._x
-        try:
-            if extras is not None and extras.handlers:
-                platform.run_finalizers(extras.handlers)
-        finally:
-            table = lib._symbols
-            blocks = unit._blocks
-            for entry in unit._entries():     # patchable functions nobody took over
-                entry.alive = False
-                del lib._entries[entry.name]
-                blocks += [pack_block(p, a, n) for p, a, n in patch.blocks(entry)]
-            for name in unit._symbols:
-                d = table.get(name)
-                if d is not None and d[1] is unit:
-                    del table[name]
-            if unit._archive is not None:
-                lazy = lib._lazy
-                for name, off in unit._archive.index.items():
-                    if lazy.get(name) == (unit, off):
-                        del lazy[name]
-            for sig in extras.comdats if extras is not None else ():
-                if lib._comdats.get(sig) is unit:
-                    del lib._comdats[sig]
-            for dep in unit._deps or ():
-                dep._users.discard(unit)
-            if extras is not None and extras.dso:
-                platform.unbind_dso(extras.dso)
-            if unit in lib._units:
-                lib._units.remove(unit)
-            got, stubs = (extras.got, extras.stubs) if extras is not None else ((), ())
-            unit._deps = unit._x = None
-            unit._blocks, unit._symbols = [], ()
-            self._reclaimer.retire(sum(b >> 50 for b in blocks),
-                                   lambda: self._release(blocks, got, stubs))
-
-    def _release(self, blocks: list[int], got, stubs) -> None:
-        """Free what a unit left behind; runs in whichever thread ends its grace
-        period, so it takes only the arena's lock, never the session's."""
-        unpacked = [unpack_block(b) for b in blocks]
-        for _, addr, _, frame in unpacked:
-            if frame:
-                platform.deregister_frames(addr)
-        arena = self._arena
-        with arena.lock:
-            if got or stubs:
-                release_all(self._tables, got, stubs)
-            for pool, addr, size, _ in unpacked:
-                arena.pools[pool].free(addr, size)
+    def _unit_at(self, addr: int) -> Unit | None:
+        """The live unit whose memory holds ``addr``."""
+        if self._closed:
+            return None
+        index = self._code_index
+        if index is None:
+            spans = []
+            libs = [*self._libraries.values(), *self._runtimes.values()]
+            for lib in libs:
+                for u in lib._units:
+                    for b in u._blocks:
+                        _, a, n, _ = unpack_block(b)
+                        spans.append((a, a + n, u))
+            spans.sort(key=lambda t: t[0])
+            index = self._code_index = ([t[0] for t in spans], [(t[1], t[2]) for t in spans])
+        starts, rest = index
+        i = bisect.bisect_right(starts, addr) - 1
+        if i >= 0 and addr < rest[i][0] and rest[i][1].alive:
+            return rest[i][1]
+        return None
 
     # --- state --------------------------------------------------------------
 
@@ -302,8 +321,12 @@ class Session:
                 stats.libraries[name] = m
             return stats
 
+
     def synchronize(self, timeout: float | None = None) -> bool:
-        """Wait until everything retired is freed (True), or ``timeout`` seconds (False)."""
+        """Wait until everything retired is freed (True), or ``timeout`` seconds (False).
+
+        Raises LinkError at once when called from inside a call into JIT code
+        (it would wait for itself)."""
         done = self._reclaimer.synchronize(timeout)
         if done and not self._closed:
             with self._lock:
@@ -314,40 +337,104 @@ class Session:
         """Unload every unit newest first (running destructors), wait for the
         grace period, then unmap the arena.
 
-        If a thread is still inside JIT code (or still registered with
-        ``hotlink_thread_online``) after ``timeout`` seconds, the arena is
-        left mapped, leaked rather than pulled from under that thread.
+        If a thread is still inside JIT code (a call through a hotlink
+        callable, or a native thread registered with ``hotlink_thread_online``)
+        after ``timeout`` seconds, nothing is unloaded or freed: the session
+        is marked closed and its code stays mapped, leaked rather than pulled
+        from under that thread.  Raises LinkError when called from inside a
+        call into JIT code.
         """
+        self._reclaimer.check_not_waiting_for_self("close()")
+        self._close(timeout)
+
+    def _close_quietly(self) -> None:
+        """At interpreter exit, or when the session is garbage: never wait,
+        never raise, never free code a thread may be running."""
+        try:
+            self._reclaimer.check_not_waiting_for_self("close()")
+        except LinkError:
+            self._abandon()
+            return
+        self._close(0.0, warn=False)
+
+    def _close(self, timeout: float, warn: bool = True) -> None:
         with self._lock:
             if self._closed:
                 return
+            reclaimer = self._reclaimer
+            deadline = time.monotonic() + timeout
+            while reclaimer.busy() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if reclaimer.busy():
+                self._abandon(warn)
+                return
             drained = False
             try:
-                units = [u for lib in self._libraries.values() for u in lib._units]
-                if self._runtime is not None:
-                    units += self._runtime._units
-                for unit in sorted(units, key=lambda u: -u.seq):
-                    if unit.alive:
-                        self._unload(unit)
-                native = self._reclaimer.native
-                drained = self._reclaimer.synchronize(timeout) and not (native and native.online())
+                units = [u for lib in (*self._libraries.values(), *self._runtimes.values())
+                         for u in lib._units]
+                self._unlink(sorted(units, key=lambda u: -u.seq))
+                drained = reclaimer.synchronize(timeout) and not reclaimer.busy()
             finally:
-                if self._pool is not None:
-                    self._pool.close()
-                    self._pool = None
-                for lib in self._libraries.values():
-                    lib.alive = False
-                self._libraries.clear()
-                self._closed = True
-                self._reclaimer.closed = True
-                _open_sessions.discard(self)
+                self._mark_closed()
                 if drained:
-                    if self._reclaimer.native is not None:
-                        self._reclaimer.native.close()
+                    if reclaimer.native is not None:
+                        reclaimer.native.close()
                     self._arena.close()
-                else:
+                elif warn:
                     warnings.warn("hotlink: threads are still running JIT code; the session's "
-                                  "arena stays mapped", RuntimeWarning, stacklevel=2)
+                                  "arena stays mapped", RuntimeWarning, stacklevel=3)
+
+    def _abandon(self, warn: bool = True) -> None:
+        """Close without unloading: a thread may still run this code."""
+        with self._lock:
+            if self._closed:
+                return
+            self._mark_closed()
+            if warn:
+                warnings.warn("hotlink: threads are still running JIT code; the session is closed "
+                              "without running destructors and its code stays mapped",
+                              RuntimeWarning, stacklevel=4)
+
+    def _mark_closed(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        for lib in (*self._libraries.values(), *self._runtimes.values()):
+            lib.alive = False
+        self._libraries.clear()
+        self._closed = True
+        self._reclaimer.closed = True
+        _open_sessions.discard(self)
+
+    def __del__(self) -> None:
+        # unreferenced: no Python object can call its code any more; free it
+        # unless a native thread is running it
+        if not getattr(self, "_closed", True):
+            try:
+                self._close_quietly()
+            except Exception:
+                pass
+
+    # --- fork ---------------------------------------------------------------
+
+    def _fork_prepare(self) -> None:
+        """Before fork: no link, unlink or free is halfway, and the arena is
+        snapshotted for the child."""
+        self._lock.acquire()
+        self._forking = True
+        self._arena.fork_prepare()
+
+    def _fork_done(self, child: bool) -> None:
+        if not self._forking:
+            return
+        self._forking = False
+        if child:
+            self._arena.fork_child()
+            self._reclaimer.after_fork()
+            self._pool = None      # the parent's compiler workers are not ours
+        else:
+            self._arena.fork_parent()
+        self._lock.release()
 
     @property
     def closed(self) -> bool:

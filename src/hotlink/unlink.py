@@ -1,0 +1,89 @@
+"""Taking units out: the mirror of linker.py, in stages.
+
+    finalize → unpublish → restore shadowed → drop dependencies → retire
+
+* **finalize** runs the unit's ``.fini_array``/``.dtors`` and the exit
+  handlers filed under it, newest first (a C++ exception one of them throws
+  is caught natively and reported as a warning; the others still run);
+* **unpublish** takes its symbols, lazy archive members and COMDAT claims
+  out of its library, and **restores** what they shadowed: a weak definition
+  of another unit, or an archive member not pulled yet;
+* **drop dependencies** forgets which units it used;
+* **retire** hands its memory, entry stubs, unwind info and GOT/stub entries
+  to the reclaimer, which frees them once no thread can be running them.
+
+The caller holds the session lock and has checked dependents.  The whole
+batch runs with Python signal handlers deferred, so an interrupt never
+leaves a unit half removed.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+from . import patch, platform
+from .arena import pack_block, unpack_block
+from .interrupts import GATE
+from .tables import release_all
+
+if TYPE_CHECKING:
+    from .library import Unit
+    from .session import Session
+
+
+def unlink(session: Session, units: list[Unit]) -> None:
+    """Remove ``units`` in the given order (newest first)."""
+    with GATE:
+        for unit in units:
+            if unit.alive:
+                _unlink_one(session, unit)
+        session._code_index = None
+
+
+def _unlink_one(session: Session, unit: Unit) -> None:
+    unit.alive = False
+    lib = unit.library
+    x = unit._x
+    # finalize
+    if x is not None and x.handlers:
+        errors = platform.run_finalizers(x.handlers, session._guarded_call())
+        for error in errors:
+            warnings.warn(f"hotlink: a finalizer of unit {unit.name!r} ({lib.name}) threw {error}",
+                          RuntimeWarning, stacklevel=4)
+    if x is not None and x.dso:
+        platform.unbind_dso(x.dso)
+    # unpublish, restoring what the unit's definitions shadowed
+    entries = unit._entries()          # patchable functions nobody took over
+    lib.unpublish(unit)
+    lib.release_comdats(unit)
+    if unit in lib._units:
+        lib._units.remove(unit)
+    # drop dependencies
+    for dep in unit._deps or ():
+        if dep._users is not None:
+            dep._users.discard(unit)
+    # retire
+    blocks = unit._blocks
+    for entry in entries:
+        entry.alive = False
+        del lib._entries[entry.name]
+        blocks += [pack_block(p, a, n) for p, a, n in patch.blocks(entry)]
+    got, stubs = (x.got, x.stubs) if x is not None else ((), ())
+    unit._deps = unit._x = None
+    unit._blocks, unit._symbols = [], ()
+    session._reclaimer.retire(sum(b >> 50 for b in blocks), lambda: release(session, blocks, got, stubs))
+
+
+def release(session: Session, blocks: list[int], got, stubs) -> None:
+    """Free what a unit left behind; runs in whichever thread ends its grace
+    period, so it takes only the arena's lock, never the session's."""
+    unpacked = [unpack_block(b) for b in blocks]
+    for _, addr, _, frame in unpacked:
+        if frame:
+            platform.deregister_frames(addr)
+    arena = session._arena
+    with arena.lock:
+        if got or stubs:
+            release_all(session._tables, got, stubs)
+        for pool, addr, size, _ in unpacked:
+            arena.pools[pool].free(addr, size)
