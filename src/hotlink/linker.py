@@ -51,6 +51,12 @@ _HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
 PLATFORM_NAMES = frozenset(("__dso_handle", "atexit", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_"))
 
 
+def _referenced(lo: LinkObject) -> set[int]:
+    """Indices of the symbols that the relocations of ``lo``'s sections use."""
+    obj = lo.obj
+    return {si for i, _, _ in lo.sections for _, _, si, _ in obj.relocations(i)}
+
+
 class LinkTransaction:
     def __init__(self, session: Session, replacing: Unit | None = None):
         self.session = session
@@ -274,6 +280,7 @@ class LinkTransaction:
         values = [v if x == _ABS else addr[x] + v if x != _COMMON else 0
                   for x, v in zip(shndx[:first], value[:first])]
         unit = lo.unit
+        referenced: set[int] | None = None
         for si in range(first, len(names)):
             name = names[si]
             if name in PLATFORM_NAMES and (shndx[si] == _UNDEF or name == "_GLOBAL_OFFSET_TABLE_"):
@@ -288,6 +295,10 @@ class LinkTransaction:
                     missing.setdefault(name, []).append(obj.name)
                 values.append(0)
                 continue
+            # a definition of this object that lost to another unit's makes a
+            # dependency only if this object's relocations use it
+            used = shndx[si] == _UNDEF or si in (referenced if referenced is not None
+                                                 else (referenced := _referenced(lo)))
             if type(d) is Pending:
                 owner = d.obj
                 if owner.unit is unit:
@@ -295,13 +306,17 @@ class LinkTransaction:
                 elif (owner.library, name) in self.entries:      # another unit's patchable function
                     entry = self.entries[(owner.library, name)]
                     values.append(entry.addr)
-                    self.stub_uses.add((unit, entry))
+                    if used:
+                        self.stub_uses.add((unit, entry))
                 else:
                     values.append(self._address(owner, d.index))
-                    self.deps.add((unit, owner.unit))
+                    if used:
+                        self.deps.add((unit, owner.unit))
             else:
                 values.append(d.address)
-                if d.flags & STUB:
+                if not used:
+                    pass
+                elif d.flags & STUB:
                     self.stub_uses.add((unit, d.unit.library._entries[name]))
                 elif d.unit is not None and d.unit is not unit:
                     self.deps.add((unit, d.unit))

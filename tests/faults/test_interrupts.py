@@ -1,0 +1,247 @@
+"""Ctrl-C (SIGINT) at any point of add, lazy archive pulls, replace and
+remove leaves the session exactly as before the call or exactly as after it
+(issue 9, item 2)."""
+from __future__ import annotations
+
+from conftest import LIBLUA_A
+
+# Shared by the scenarios: a C++ unit that throws and catches (a later C++
+# exception must still work after every interrupt), and consistency checks.
+PRELUDE = r"""
+import ctypes, gc, os, signal, sys, threading, time
+import hotlink
+from hotlink import platform
+
+s = hotlink.Session()
+s.load_shared("libstdc++.so.6")
+cxx = s.library("cxx")
+cxx.add(sys.argv[1])
+throw_catch = cxx.function("throw_catch", ctypes.c_int, [ctypes.c_int])
+assert throw_catch(5) == 47
+
+def settle():
+    assert s.synchronize(10)
+    return s.memory().used
+
+def check_exceptions():
+    assert throw_catch(1) == 43, "a C++ throw/catch broke"
+
+def interrupt_after(delay):
+    # a real SIGINT from another thread, as a terminal's Ctrl-C would come
+    pid = os.getpid()
+    go = threading.Event()
+    def fire():
+        go.wait()
+        t_end = time.perf_counter() + delay
+        while time.perf_counter() < t_end:
+            pass
+        os.kill(pid, signal.SIGINT)
+    t = threading.Thread(target=fire)
+    t.start()
+    return t, go
+
+def attempt(op, delay):
+    '''Run op with one SIGINT sent ``delay`` s after it starts; the
+    KeyboardInterrupt if it interrupted op, else False.'''
+    t, go = interrupt_after(delay)
+    try:
+        try:
+            go.set()
+            op()
+        finally:
+            t.join()
+            for _ in range(50):      # the handler runs at the next bytecode boundary
+                len(())
+        time.sleep(0.002)
+        return False
+    except KeyboardInterrupt as e:
+        return e
+"""
+
+CXX_THROWER = r"""
+#include <stdexcept>
+extern "C" int throw_catch(int x) {
+    try {
+        if (x >= 0) throw std::runtime_error("boom");
+    } catch (const std::exception &e) {
+        return x + 42;
+    }
+    return -1;
+}
+"""
+
+LUA_SWEEP = PRELUDE + r"""
+ARCHIVE = sys.argv[2]
+POINTS = int(sys.argv[3])
+NAMES = ["luaL_newstate", "luaL_openlibs", "luaL_loadstring", "lua_pcallk", "lua_close",
+         "lua_getglobal", "lua_tolstring", "lua_settop", "lua_pushinteger", "lua_tointegerx",
+         "luaL_checkinteger", "lua_createtable", "luaopen_string", "luaopen_math", "luaopen_table"]
+frames0 = platform.registered_frames
+base = settle()
+
+def workload(lib):
+    lib.add(ARCHIVE, name="lua")
+    for n in NAMES:                 # each lookup pulls archive members lazily
+        lib.address(n)
+
+def check_and_finish(lib):
+    '''Whatever the interrupt left, the library must be consistent: no member
+    linked twice, the rest of the workload works, Lua runs, and removal
+    gives every byte and unwind table back.'''
+    units = lib.units
+    assert len(units) <= 1, units
+    if not units:
+        assert not lib._symbols and not lib._lazy, "symbols left by an undone add"
+        lib.add(ARCHIVE, name="lua")
+    unit = lib.units[0]
+    members = unit._x.members if unit._x is not None else set()
+    syms = unit.symbols
+    assert len(syms) == len(set(syms)), "a member was linked twice"
+    for n in NAMES:
+        lib.address(n)
+    assert len(unit._x.members) >= len(members)
+    f = lib.function
+    L = f("luaL_newstate", ctypes.c_void_p)()
+    f("luaL_openlibs", None, [ctypes.c_void_p])(L)
+    assert f("luaL_loadstring", ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p])(
+        L, b"x = 0 for i = 1, 10 do x = x + i end") == 0
+    assert f("lua_pcallk", ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                          ctypes.c_ssize_t, ctypes.c_void_p])(L, 0, 0, 0, 0, None) == 0
+    f("lua_close", None, [ctypes.c_void_p])(L)
+    lib.remove()
+
+# how long the workload takes, to spread the interrupts over it
+t0 = time.perf_counter()
+lib = s.library("lua")
+workload(lib)
+duration = time.perf_counter() - t0
+lib.remove()
+assert settle() == base
+
+interrupted, where = 0, set()
+for i in range(POINTS):
+    lib = s.library("lua")
+    e = attempt(lambda: workload(lib), duration * 1.1 * i / POINTS)
+    if e:
+        interrupted += 1
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        where.add((tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno, len(lib.units),
+                   len(lib._symbols)))
+    check_and_finish(lib)
+    used = settle()
+    assert used == base, f"point {i}: {used - base} bytes left in use after removal"
+    assert platform.registered_frames == frames0, f"point {i}: unwind tables left registered"
+    check_exceptions()
+print("interrupted", interrupted, "distinct", len(where))
+s.close()
+"""
+
+
+def test_sigint_sweep_over_lua_archive(scenario, compile_cxx):
+    """Acceptance 3: ≥ 200 interrupts inside add + lazy pulls of liblua5.4.a,
+    each followed by consistency checks and a C++ throw/catch; 0 aborts."""
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    proc = scenario.expect_ok(LUA_SWEEP, args=[str(cxx), str(LIBLUA_A), "300"], timeout=300)
+    words = proc.stdout.split()
+    interrupted, distinct = int(words[words.index("interrupted") + 1]), int(words[-1])
+    assert interrupted >= 200, proc.stdout
+    # interrupts surface at a checkpoint or when a transaction ends; they
+    # must have caught the workload at many stages of its progress
+    assert distinct >= 5, proc.stdout
+
+
+REPLACE_REMOVE = PRELUDE + r"""
+V1, V2, USER = sys.argv[2], sys.argv[3], sys.argv[4]
+POINTS = int(sys.argv[5])
+lib = s.library("k", patchable=True)
+unit = lib.add(V1, name="k")
+user = s.library("user", link_order=[lib])
+user.add(USER)
+value = user.function("use_value", ctypes.c_int)
+base = settle()
+
+t0 = time.perf_counter()
+unit = lib.replace(unit, V2, name="k")
+unit = lib.replace(unit, V1, name="k")
+duration = time.perf_counter() - t0
+n = 0
+for i in range(POINTS):
+    before = lib.units[0]
+    target = V2 if value() == 101 else V1
+    e = attempt(lambda: lib.replace(before, target, name="k"), duration * 0.6 * i / POINTS)
+    n += bool(e)
+    units = lib.units
+    assert len(units) == 1, units
+    new = units[0]
+    if new is before:                               # exactly as before
+        assert before.alive
+    else:                                           # exactly as after
+        assert not before.alive and new.alive
+    assert value() in (101, 102)
+    assert value() == (102 if target == V2 else 101) or new is before
+    assert settle() == base, "replace left memory behind"
+    check_exceptions()
+
+# remove: an extra unit added and removed with an interrupt somewhere
+extra = s.library("extra")
+for i in range(POINTS):
+    u = extra.add(V2, name="x")
+    e = attempt(u.remove, 0.00002 * (i % 40))
+    n += bool(e)
+    assert (u.alive and extra.units == [u]) or (not u.alive and extra.units == [])
+    if u.alive:
+        u.remove()
+    assert "value" not in extra
+    assert settle() == base
+    check_exceptions()
+print("interrupted", n)
+s.close()
+"""
+
+
+def test_sigint_during_replace_and_remove(scenario, compile_c, compile_cxx):
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    v1 = compile_c("int value(void) { return 1; }\n", name="v1")
+    v2 = compile_c("int value(void) { return 2; }\n", name="v2")
+    user = compile_c("int value(void);\nint use_value(void) { return value() + 100; }\n", name="user")
+    proc = scenario.expect_ok(REPLACE_REMOVE, args=[str(cxx), str(v1), str(v2), str(user), "150"],
+                              timeout=300)
+    assert int(proc.stdout.split()[-1]) >= 50, proc.stdout
+
+
+INITIALIZER = PRELUDE + r"""
+OBJ = sys.argv[2]
+lib = s.library("slow")
+lib.add(OBJ).remove()     # links hotlink's C++ runtime part (guarded initializer calls) once
+base = settle()
+n = 0
+for i in range(40):
+    e = attempt(lambda: lib.add(OBJ, name="slow"), 0.002 * i)
+    n += bool(e)
+    # the constructor sleeps 50 ms: an interrupt inside it completes the add
+    assert len(lib.units) <= 1
+    if lib.units:
+        assert lib.function("constructed", ctypes.c_int)() == 1
+        lib.units[0].remove()
+    assert settle() == base
+    check_exceptions()
+print("interrupted", n)
+"""
+
+
+def test_sigint_during_initializer(scenario, compile_c, compile_cxx):
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    obj = compile_c(r"""
+        #include <time.h>
+        static int done;
+        __attribute__((constructor)) static void slow(void) {
+            struct timespec t = {0, 50 * 1000 * 1000};
+            nanosleep(&t, 0);
+            done = 1;
+        }
+        int constructed(void) { return done; }
+    """)
+    proc = scenario.expect_ok(INITIALIZER, args=[str(cxx), str(obj)])
+    assert int(proc.stdout.split()[-1]) >= 20, proc.stdout
