@@ -1,18 +1,34 @@
-"""The code arena: one memfd seen through two mappings.
+"""The code arena: memfds seen through two mappings each.
 
-* The *run view* is a reserved range within +-2 GiB of libc (so that
-  ``PC32``/``PLT32`` references to libc reach without stubs, as Debian's
-  archives require for ``stderr``).  It is handed out in chunks, each chunk
-  mapped with the protection of the pool that owns it: code ``r-x``,
-  read-only data ``r--``, data ``rw-``.  Code is never writable here.
-* The *write view* maps the whole memfd read-write somewhere else.  The linker
-  writes through it, so code is never executable where it is written (W^X)
-  and no mprotect dance happens per link.
+* The *run view* of a region is a reserved range within +-2 GiB of libc (so
+  that ``PC32``/``PLT32`` references to libc reach without stubs, as Debian's
+  archives require for ``stderr``).  It is handed out in 64 KiB chunks, each
+  chunk mapped with the protection of the pool that owns it: code ``r-x``,
+  read-only data ``r--``, data ``rw-``; a chunk no pool owns is ``---``.
+  Code is never writable here.
+* The *write view* maps the region's memfd read-write somewhere else.  The
+  linker writes through it, so code is never executable where it is written
+  (W^X) and no mprotect dance happens per link.
 
-Inside a pool, a first-fit allocator with coalescing hands out blocks of any
-alignment up to a page, so many small units share pages.  When a free makes a
-page wholly unused, the page is punched out of the memfd
-(``FALLOC_FL_PUNCH_HOLE``): the memory goes back to the OS from both views.
+The arena starts with one region of the size asked for.  When no run of
+free chunks is left in it, another region is reserved (all regions stay
+within +-2 GiB of libc and within 2 GiB of each other, and no two touch, so
+no block ever straddles two regions); only when none fits any more is the
+arena exhausted.
+
+Inside a pool, a best-fit allocator with coalescing hands out blocks of any
+alignment up to a page, so many small units share pages.  When a free makes
+a page wholly unused, the page is punched out of the memfd
+(``FALLOC_FL_PUNCH_HOLE``, in batches): the memory goes back to the OS from
+both views.  When a free leaves whole chunks of a pool unused, the chunks go
+back to the arena (punched, ``PROT_NONE``) for any pool to take: freed code
+space can hold data and the other way round.  Each pool keeps one empty
+chunk at its top, so a churn of tiny units never mprotects; those spares are
+taken back too before the arena reserves another region.
+
+``fork_prepare`` / ``fork_parent`` / ``fork_child`` (for ``os.register_at_fork``)
+give a forked child its own copy of the arena instead of the parent's shared
+memfds.
 """
 from __future__ import annotations
 
@@ -20,7 +36,9 @@ import bisect
 import ctypes
 import errno
 import mmap
+import operator
 import os
+import re
 import threading
 
 from .errors import LinkError
@@ -28,14 +46,19 @@ from .errors import LinkError
 PAGE = mmap.PAGESIZE
 CHUNK = 64 * 1024
 PUNCH_BATCH = 64 * 1024   # free pages kept resident at most before they are punched
+ZERO_BY_PUNCH = 64 * 1024  # zero() punches the whole pages of ranges at least this long
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_FIXED, MAP_FIXED_NOREPLACE = 0x01, 0x10, 0x100000
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 MAP_FAILED = ctypes.c_void_p(-1).value
 
+REACH = (1 << 31) - (64 << 20)      # how far apart two arena addresses (or one and libc) may lie
+MAX_ARENA_SIZE = REACH - (64 << 20)  # the largest region that can fit beside libc
+
 CODE, RODATA, DATA = 0, 1, 2
 POOL_NAMES = ("code", "rodata", "data")
 _POOL_PROT = (PROT_READ | PROT_EXEC, PROT_READ, PROT_READ | PROT_WRITE)
+_RUNS = re.compile(rb"(.)\1*", re.S)   # runs of equal bytes in a chunk map
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
@@ -54,15 +77,28 @@ def libc_address() -> int:
     return ctypes.cast(_libc.memcpy, ctypes.c_void_p).value or 0
 
 
-def _reserve(fd: int, size: int, anchor: int) -> int:
-    """Map the memfd PROT_NONE at an address within +-2 GiB of ``anchor``.
+def _check_size(size: object) -> int:
+    try:
+        n = operator.index(size)   # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"arena_size must be an int (bytes), not {type(size).__name__}") from None
+    if n <= 0 or n % CHUNK or n > MAX_ARENA_SIZE:
+        raise ValueError(f"arena_size must be a positive multiple of {CHUNK} bytes (64 KiB) and at most "
+                         f"{MAX_ARENA_SIZE >> 20} MiB; got {n}")
+    return n
+
+
+def _reserve(fd: int, size: int, anchor: int, others: list[_Region] | tuple = ()) -> int:
+    """Map the memfd PROT_NONE at an address within +-2 GiB of ``anchor``
+    (and, with ``others``, within 2 GiB of every other region, touching
+    none of them); 0 if no such address is free.
 
     The kernel hands out mappings top-down, just below the lowest one, so an
     arena right under libc would sit in the path of every later mmap and
     split other JITs' allocations (MCJIT needs its sections within 2 GiB of
     each other).  Try the far end of the window first and come upwards.
     """
-    limit = (1 << 31) - (64 << 20)
+    limit = REACH
     step = 64 << 20
     hints = []
     base = (anchor - limit) & ~(CHUNK - 1)
@@ -73,14 +109,84 @@ def _reserve(fd: int, size: int, anchor: int) -> int:
     while base + size - anchor < limit:
         hints.append(base)
         base += step
+    if others:
+        lo = max(r.end for r in others) - limit
+        hi = min(r.base for r in others) + limit
+        touching = {r.end for r in others} | {r.base - size for r in others}
+        hints = [h for h in hints if lo <= h and h + size <= hi and h not in touching]
     for hint in hints:
+        if hint <= 0:
+            continue
         addr = _mmap(hint, size, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0)
         if addr is None or addr == MAP_FAILED:
             continue
         if addr == hint:
             return addr
         _munmap(addr, size)  # an old kernel treated the address as a hint only
-    raise LinkError(f"cannot reserve a {size >> 20} MiB code arena within 2 GiB of libc ({anchor:#x})")
+    return 0
+
+
+def _os_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class _Region:
+    """One memfd: its run view at ``base`` and its write view at ``write_base``.
+
+    ``kinds[i]`` says who owns chunk i: 0 nobody, else the pool's kind + 1.
+    """
+
+    __slots__ = ("fd", "base", "size", "end", "write_base", "writer", "kinds")
+
+    def __init__(self, size: int, anchor: int, others: list[_Region] | tuple = ()):
+        self.size = size
+        self.fd = -1
+        self.base = self.end = self.write_base = 0
+        self.writer: memoryview | None = None
+        self.kinds = bytearray(size // CHUNK)
+        try:
+            self.fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, size)
+            self.base = _reserve(self.fd, size, anchor, others)
+            if not self.base:
+                raise _NoRoom(size)
+            self.end = self.base + size
+            # the write view goes right below the run view, out of the way of later mmaps too
+            wr = _mmap(self.base - size, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                       self.fd, 0)
+            if wr is None or wr == MAP_FAILED:
+                wr = _mmap(None, size, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
+                if wr is None or wr == MAP_FAILED:
+                    raise _os_error("cannot map the arena's write view")
+            self.write_base = wr
+            self.writer = memoryview((ctypes.c_char * size).from_address(wr)).cast("B")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.release()
+            except BufferError:   # someone still exports it: leave the view mapped
+                self.write_base = 0
+            self.writer = None
+        if self.write_base:
+            _munmap(self.write_base, self.size)
+            self.write_base = 0
+        if self.base:
+            _munmap(self.base, self.size)
+            self.base = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _NoRoom(LinkError):
+    def __init__(self, size: int):
+        super().__init__(f"cannot reserve a {size >> 20} MiB code arena within 2 GiB of libc "
+                         f"({libc_address():#x})")
 
 
 GRANULE = 16   # every block starts and ends on 16 bytes, so no unusable slivers
@@ -101,10 +207,12 @@ def unpack_block(block: int) -> tuple[int, int, int, bool]:
 class Pool:
     """Blocks of one protection.
 
-    New blocks come from the *top* of the pool (a bump pointer into the
-    newest chunk) unless a hole left by a free fits: holes are kept by
+    New blocks come from the *top* of the pool (a bump pointer into its
+    newest chunks) unless a hole left by a free fits: holes are kept by
     address (to coalesce on free) and by (size, address) (best fit in
-    O(log n)).  A hole that reaches the top merges back into it.
+    O(log n)).  A hole that reaches the top merges back into it.  Whole
+    chunks a free leaves unused go back to the arena, except one spare
+    chunk at the top.
     """
 
     __slots__ = ("arena", "kind", "starts", "ends", "by_size", "top", "top_end", "mapped", "used")
@@ -144,7 +252,7 @@ class Pool:
                 i += 1
         a = (self.top + align - 1) & -align
         if a + size > self.top_end:
-            self._grow(size + align)
+            self._grow(a, size, align)
             return self._alloc(size, align)
         if a > self.top:
             self._add(self.top, a)
@@ -170,16 +278,39 @@ class Pool:
         if j > 0 and ends[j - 1] == addr:               # and with the previous one
             s = starts[j - 1]
             self._remove(j - 1)
+        r0 = r1 = 0                                     # whole chunks given back
         if e == self.top:
             self.top = s
             e = self.top_end
+            # keep the chunk the top is in and one empty chunk above it
+            keep = ((s + CHUNK - 1) & -CHUNK) + CHUNK
+            if e > keep:
+                r0, r1 = keep, e
+                self.top_end = e = keep
         else:
-            self._add(s, e)
+            c0 = (s + CHUNK - 1) & -CHUNK
+            c1 = e & -CHUNK
+            if c1 > c0:
+                if s < c0:
+                    self._add(s, c0)
+                if c1 < e:
+                    self._add(c1, e)
+                r0, r1 = c0, c1
+            else:
+                self._add(s, e)
+        if r1:
+            self._give_back(r0, r1)
         # pages of the freed block that are now wholly free go back to the OS
         lo = (max(s, addr & -PAGE) + PAGE - 1) & -PAGE
         hi = min(e, (end + PAGE - 1) & -PAGE) & -PAGE
         if hi > lo:
-            self.arena.release_pages(lo, hi - lo)
+            if r1 > lo and r0 < hi:                     # minus the chunks already given back
+                if r0 > lo:
+                    self.arena.release_pages(lo, r0 - lo)
+                if hi > r1:
+                    self.arena.release_pages(r1, hi - r1)
+            else:
+                self.arena.release_pages(lo, hi - lo)
 
     def is_free(self, addr: int, end: int) -> bool:
         if self.top <= addr and end <= self.top_end:
@@ -200,61 +331,205 @@ class Pool:
             k = bisect.bisect_left(self.by_size, (e - s, s))
         del self.by_size[k]
 
-    def _grow(self, need: int) -> None:
-        size = max(CHUNK, (need + CHUNK - 1) & -CHUNK)
-        addr = self.arena.take_chunk(size, self)
-        self.mapped += size
-        if addr != self.top_end:        # not contiguous: the old top becomes a hole
-            if self.top_end > self.top:
-                self._add(self.top, self.top_end)
+    def _give_back(self, start: int, end: int) -> None:
+        self.mapped -= end - start
+        self.arena.release_chunks(start, end - start)
+
+    def _grow(self, a: int, size: int, align: int) -> None:
+        """Make room for ``size`` bytes at ``align`` at the top."""
+        arena = self.arena
+        top, top_end = self.top, self.top_end
+        if top_end:
+            # the chunks right after the top, if free, extend it in place
+            extra = (a + size - top_end + CHUNK - 1) & -CHUNK
+            if arena.claim_at(top_end, extra, self):
+                self.mapped += extra
+                self.top_end = top_end + extra
+                return
+            # else the old top's whole chunks go back (the new chunks may be
+            # those), and what is left of its first chunk becomes a hole
+            keep = (top + CHUNK - 1) & -CHUNK
+            self.top = self.top_end = 0
+            if keep < top_end:
+                self._give_back(keep, top_end)
+            if top < keep:
+                self._add(top, keep)
+        n = (size + (align if align > CHUNK else 0) + CHUNK - 1) & -CHUNK
+        addr = arena.take_chunk(n, self)
+        self.mapped += n
+        j = bisect.bisect_left(self.starts, addr) - 1
+        if j >= 0 and self.ends[j] == addr:             # a hole just below joins the new top
+            self.top = self.starts[j]
+            self._remove(j)
+        else:
             self.top = addr
-        self.top_end = addr + size
+        self.top_end = addr + n
 
 
 class Arena:
     def __init__(self, size: int = 256 << 20):
-        self.size = size
-        self.fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size)
-        self.base = _reserve(self.fd, size, libc_address())
-        # the write view goes right below the run view, out of the way of later mmaps too
-        hint = self.base - size
-        wr = _mmap(hint, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, self.fd, 0)
-        if wr is None or wr == MAP_FAILED:
-            wr = _mmap(None, size, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
-            if wr is None or wr == MAP_FAILED:
-                raise OSError(ctypes.get_errno(), "cannot map the arena's write view")
-        self.write_base = wr
-        self.writer = memoryview((ctypes.c_char * size).from_address(wr)).cast("B")
-        self.bump = self.base
+        size = _check_size(size)
         # guards the pools and tables: links allocate under the session lock,
         # but retired memory is freed from whichever thread ends a grace period
         self.lock = threading.RLock()
+        self._anchor = libc_address()
+        first = _Region(size, self._anchor)   # releases what it made if it fails
+        self.regions = [first]           # in creation order: the first is searched first
+        self._sorted = [first]           # by address
+        self._bases = [first.base]
+        # the first region, inlined for write(): every link writes through it
+        self.size = size
+        self.base = first.base
+        self.write_base = first.write_base
+        self.writer = first.writer
+        self.fd = first.fd
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
         self.punched = 0
-        self.chunk_pool: list[Pool | None] = [None] * (size // CHUNK)
         self._unpunched: set[int] = set()   # wholly free pages not yet punched
+        self._closed = False
+        self._fork_depth = 0
+        self._fork_pending = False
+        self._snapshots: list[int] | None = None
+
+    # --- regions and chunks ---------------------------------------------
+
+    @property
+    def reserved(self) -> int:
+        """Bytes of address space reserved, over every region."""
+        return sum(r.size for r in self.regions)
+
+    def _region_of(self, addr: int) -> _Region | None:
+        i = bisect.bisect_right(self._bases, addr) - 1
+        if i >= 0:
+            r = self._sorted[i]
+            if addr < r.end:
+                return r
+        return None
+
+    def owner(self, addr: int) -> Pool | None:
+        """The pool that owns the chunk holding ``addr``, if any."""
+        r = self._region_of(addr)
+        if r is None:
+            return None
+        k = r.kinds[(addr - r.base) // CHUNK]
+        return self.pools[k - 1] if k else None
+
+    def _claim(self, r: _Region, addr: int, size: int, pool: Pool) -> None:
+        if _mprotect(addr, size, _POOL_PROT[pool.kind]) != 0:
+            raise _os_error(f"mprotect of arena chunk {addr:#x} failed")
+        i = (addr - r.base) // CHUNK
+        r.kinds[i:i + size // CHUNK] = bytes((pool.kind + 1,)) * (size // CHUNK)
 
     def take_chunk(self, size: int, pool: Pool) -> int:
-        addr = self.bump
-        prot = _POOL_PROT[pool.kind]
-        if addr + size > self.base + self.size:
-            raise LinkError(f"code arena exhausted ({self.size >> 20} MiB); create the Session with a larger arena_size")
-        if _mprotect(addr, size, prot) != 0:
-            raise OSError(ctypes.get_errno(), f"mprotect of arena chunk {addr:#x} failed")
-        self.bump = addr + size
-        first = (addr - self.base) // CHUNK
-        self.chunk_pool[first:first + size // CHUNK] = [pool] * (size // CHUNK)
-        return addr
+        """Hand ``size`` bytes (whole chunks, contiguous) to ``pool``: the
+        first free run in any region, else a new region."""
+        free = bytes(size // CHUNK)
+        for attempt in (0, 1):
+            for r in self.regions:
+                i = r.kinds.find(free)
+                if i >= 0:
+                    addr = r.base + i * CHUNK
+                    self._claim(r, addr, size, pool)
+                    return addr
+            if attempt or not self._reclaim_spares():
+                break
+        r = self._add_region(size)
+        self._claim(r, r.base, size, pool)
+        return r.base
+
+    def _reclaim_spares(self) -> bool:
+        """Take back the empty chunks the pools keep at their tops; True if any."""
+        got = False
+        for pool in self.pools:
+            keep = (pool.top + CHUNK - 1) & -CHUNK
+            if pool.top_end > keep:
+                pool._give_back(keep, pool.top_end)
+                pool.top_end = keep
+                got = True
+        return got
+
+    def claim_at(self, addr: int, size: int, pool: Pool) -> bool:
+        """Hand the chunks at [addr, addr + size) to ``pool`` if all are free."""
+        r = self._region_of(addr)
+        if r is None or addr + size > r.end:
+            return False
+        i = (addr - r.base) // CHUNK
+        if r.kinds.find(bytes(size // CHUNK), i, i + size // CHUNK) != i:
+            return False
+        self._claim(r, addr, size, pool)
+        return True
+
+    def release_chunks(self, addr: int, size: int) -> None:
+        """Chunks a pool no longer uses: punched, made inaccessible, free for any pool."""
+        r = self._region_of(addr)
+        assert r is not None and addr + size <= r.end and not (addr | size) & (CHUNK - 1)
+        if self._unpunched:
+            self._unpunched.difference_update(range(addr, addr + size, PAGE))
+        before = os.fstat(r.fd).st_blocks
+        self._punch(r, addr, size)
+        self.punched += max(0, before - os.fstat(r.fd).st_blocks) * 512
+        if _mprotect(addr, size, PROT_NONE) != 0:
+            raise _os_error(f"mprotect of arena chunk {addr:#x} failed")
+        i = (addr - r.base) // CHUNK
+        r.kinds[i:i + size // CHUNK] = bytes(size // CHUNK)
+
+    def _add_region(self, need: int) -> _Region:
+        """Reserve another region holding at least ``need`` bytes: as large as
+        everything so far (so there are few regions), else as large as the
+        first, else just ``need``."""
+        total = self.reserved
+        sizes = []
+        for s in (max(need, min(total, MAX_ARENA_SIZE)), max(need, self.size), need):
+            if s <= MAX_ARENA_SIZE and s not in sizes:
+                sizes.append(s)
+        for s in sizes:
+            try:
+                r = _Region(s, self._anchor, self.regions)
+            except _NoRoom:
+                continue
+            self.regions.append(r)
+            i = bisect.bisect_left(self._bases, r.base)
+            self._bases.insert(i, r.base)
+            self._sorted.insert(i, r)
+            return r
+        raise LinkError(f"code arena exhausted: {total >> 20} MiB reserved in {len(self.regions)} "
+                        f"region(s), and no room for {need >> 10} KiB more within 2 GiB of libc and of "
+                        f"the arena")
+
+    # --- writing ------------------------------------------------------------
 
     def write(self, addr: int, data: bytes | bytearray) -> None:
         off = addr - self.base
-        self.writer[off:off + len(data)] = data
+        n = len(data)
+        if 0 <= off and off + n <= self.size:
+            self.writer[off:off + n] = data
+        else:
+            self._write_far(addr, data, n)
+
+    def _write_far(self, addr: int, data: bytes | bytearray, n: int) -> None:
+        r = self._region_of(addr)
+        if r is None or addr + n > r.end or r.writer is None:
+            raise ValueError(f"arena write of {n} bytes at {addr:#x} is outside the arena")
+        off = addr - r.base
+        r.writer[off:off + n] = data
 
     def zero(self, addr: int, size: int) -> None:
+        end = addr + size
+        if size >= ZERO_BY_PUNCH:
+            # whole pages are zeroed by punching them out: nothing becomes resident
+            lo = (addr + PAGE - 1) & -PAGE
+            hi = end & -PAGE
+            r = self._region_of(addr)
+            if r is not None and hi <= r.end and \
+                    _fallocate(r.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, lo - r.base, hi - lo) == 0:
+                self.write(addr, bytes(lo - addr))
+                self.write(hi, bytes(end - hi))
+                return
         step = 1 << 20
-        for a in range(addr, addr + size, step):
-            self.write(a, bytes(min(step, addr + size - a)))
+        for a in range(addr, end, step):
+            self.write(a, bytes(min(step, end - a)))
+
+    # --- giving memory back -------------------------------------------------
 
     def release_pages(self, addr: int, size: int) -> None:
         """Note pages that became wholly free; they are punched in batches,
@@ -271,31 +546,167 @@ class Arena:
 
     def _flush(self) -> None:
         pending, self._unpunched = self._unpunched, set()
+        run_start = run_end = 0
         for page in sorted(pending):
-            if self._pool_of(page).is_free(page, page + PAGE):
-                self.punch(page, PAGE)
-
-    def _pool_of(self, addr: int) -> Pool:
-        pool = self.chunk_pool[(addr - self.base) // CHUNK]
-        assert pool is not None
-        return pool
+            pool = self.owner(page)
+            if pool is None or not pool.is_free(page, page + PAGE):
+                continue
+            if page == run_end:         # regions never touch: a run stays in one
+                run_end += PAGE
+                continue
+            if run_end:
+                self.punch(run_start, run_end - run_start)
+            run_start, run_end = page, page + PAGE
+        if run_end:
+            self.punch(run_start, run_end - run_start)
 
     def punch(self, addr: int, size: int) -> None:
-        if _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, addr - self.base, size) != 0:
-            err = ctypes.get_errno()
-            if err != errno.EOPNOTSUPP:
-                raise OSError(err, "fallocate(PUNCH_HOLE) on the arena failed")
+        r = self._region_of(addr)
+        if r is None or addr + size > r.end:
+            raise ValueError(f"punch of {size} bytes at {addr:#x} is outside the arena")
+        self._punch(r, addr, size)
         self.punched += size
 
+    @staticmethod
+    def _punch(r: _Region, addr: int, size: int) -> None:
+        if _fallocate(r.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, addr - r.base, size) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EOPNOTSUPP:
+                raise OSError(err, f"fallocate(PUNCH_HOLE) on the arena failed: {os.strerror(err)}")
+
     def close(self) -> None:
-        if self.fd < 0:
+        if self._closed:
             return
-        self.writer.release()
-        _munmap(self.write_base, self.size)
-        _munmap(self.base, self.size)
-        os.close(self.fd)
+        self._closed = True
+        for r in self.regions:
+            r.close()
         self.fd = -1
+        self.writer = None   # type: ignore[assignment]
 
     def resident(self) -> int:
-        """Bytes of memory the memfd holds (pages written and not punched)."""
-        return os.fstat(self.fd).st_blocks * 512
+        """Bytes of memory the memfds hold (pages written and not punched)."""
+        return sum(os.fstat(r.fd).st_blocks * 512 for r in self.regions if r.fd >= 0)
+
+    # --- fork ---------------------------------------------------------------
+
+    def fork_prepare(self) -> None:
+        """Before ``os.fork()``, in the parent: take the lock (until
+        ``fork_parent`` / ``fork_child``) and copy every region's contents
+        into a new memfd for the child."""
+        self.lock.acquire()
+        self._fork_depth += 1
+        if self._fork_depth > 1 or self._closed:
+            return
+        self._fork_pending = True
+        self._snapshots = None
+        try:
+            self._flush()
+            self._snapshots = self._snapshot()
+        except Exception:
+            # the child copies for itself (see fork_child); nothing can stop the fork
+            pass
+
+    def fork_parent(self) -> None:
+        """After ``os.fork()``, in the parent: drop the child's copies, release the lock."""
+        if self._fork_depth <= 0:
+            return
+        try:
+            if self._fork_depth == 1:
+                self._fork_pending = False
+                snaps, self._snapshots = self._snapshots, None
+                for fd in snaps or ():
+                    os.close(fd)
+        finally:
+            self._fork_depth -= 1
+            self.lock.release()
+
+    def fork_child(self) -> None:
+        """After ``os.fork()``, in the child: map the copies over every
+        region's views, so the child's arena is its own from here on.  The
+        lock is a new one (the parent's other threads do not exist here)."""
+        if self._fork_depth <= 0:       # not forking (or a second registration): nothing to do
+            return
+        pending, self._fork_pending = self._fork_pending, False
+        snaps, self._snapshots = self._snapshots, None
+        self._fork_depth = 0
+        self.lock = threading.RLock()
+        if not pending or self._closed:
+            return
+        try:
+            if snaps is None:
+                # fork_prepare could not copy: copy now (the parent may already
+                # have moved on; better than sharing its memory)
+                snaps = self._snapshot()
+            self._adopt(snaps)
+        except BaseException:
+            # never write into the parent's memory from here on
+            for r in self.regions:
+                if r.writer is not None:
+                    r.writer.release()
+                    r.writer = None
+                if r.fd >= 0:
+                    os.close(r.fd)
+                    r.fd = -1
+            self.writer = None   # type: ignore[assignment]
+            self.fd = -1
+            raise
+
+    def _snapshot(self) -> list[int]:
+        """A new memfd per region with a copy of its data (holes stay holes)."""
+        fds: list[int] = []
+        try:
+            for r in self.regions:
+                fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
+                fds.append(fd)
+                os.ftruncate(fd, r.size)
+                off = 0
+                while off < r.size:
+                    try:
+                        data = os.lseek(r.fd, off, os.SEEK_DATA)
+                    except OSError as e:
+                        if e.errno == errno.ENXIO:   # no data after off
+                            break
+                        raise
+                    hole = min(os.lseek(r.fd, data, os.SEEK_HOLE), r.size)
+                    self._copy(r, fd, data, hole)
+                    off = hole
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    @staticmethod
+    def _copy(r: _Region, dst: int, start: int, end: int) -> None:
+        off = start
+        while off < end:
+            try:
+                n = os.copy_file_range(r.fd, dst, end - off, off, off)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                n = 0
+            if n <= 0:   # no copy_file_range here: write from the write view
+                assert r.writer is not None
+                n = os.pwrite(dst, r.writer[off:end], off)
+            off += n
+
+    def _adopt(self, snaps: list[int]) -> None:
+        for r, fd in zip(self.regions, snaps):
+            # each run of chunks is replaced in one mmap at its own protection:
+            # the run view is never unmapped, even for a moment
+            for m in _RUNS.finditer(r.kinds):
+                i, j = m.start(), m.end()
+                k = r.kinds[i]
+                prot = _POOL_PROT[k - 1] if k else PROT_NONE
+                addr = r.base + i * CHUNK
+                got = _mmap(addr, (j - i) * CHUNK, prot, MAP_SHARED | MAP_FIXED, fd, i * CHUNK)
+                if got != addr:
+                    raise _os_error(f"cannot map the arena's copy at {addr:#x} in the child")
+            got = _mmap(r.write_base, r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
+            if got != r.write_base:
+                raise _os_error("cannot map the arena's copy (write view) in the child")
+        for r, fd in zip(self.regions, snaps):
+            os.close(r.fd)
+            r.fd = fd
+        self.fd = self.regions[0].fd

@@ -428,13 +428,17 @@ class Session:
         if not self._forking:
             return
         self._forking = False
-        if child:
-            self._arena.fork_child()
-            self._reclaimer.after_fork()
-            self._pool = None      # the parent's compiler workers are not ours
-        else:
-            self._arena.fork_parent()
-        self._lock.release()
+        try:
+            if child:
+                self._pool = None      # the parent's compiler workers are not ours
+                try:
+                    self._arena.fork_child()
+                finally:
+                    self._reclaimer.after_fork()
+            else:
+                self._arena.fork_parent()
+        finally:
+            self._lock.release()
 
     @property
     def closed(self) -> bool:
