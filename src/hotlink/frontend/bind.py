@@ -61,7 +61,10 @@ def _module_text(ir: Any) -> str:
             return str(llvm.parse_bitcode(bytes(ir)))
         except RuntimeError as e:
             raise CompileError("bind_to_host: invalid bitcode", str(e)) from None
-    text = ir.decode() if isinstance(ir, (bytes, bytearray)) else str(ir)   # ir.Module, ModuleRef: str()
+    try:
+        text = ir.decode() if isinstance(ir, (bytes, bytearray)) else str(ir)   # ir.Module, ModuleRef: str()
+    except UnicodeDecodeError as e:
+        raise CompileError(f"bind_to_host: the IR is neither bitcode nor UTF-8 text ({e})") from None
     try:
         return str(llvm.parse_assembly(text))         # canonical syntax, one global per line
     except RuntimeError as e:
@@ -80,7 +83,7 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
     lines = _module_text(ir).split("\n")
     result = BoundIR(module=None)
     # Aliases come before functions in LLVM's printing: decide every binding first.
-    hosted = {n: int(side_table[n]) for n in _local_definitions(lines) if n in side_table}
+    hosted = {n: _address(n, side_table[n]) for n in _local_definitions(lines) if n in side_table}
     out = []
     for line in lines:
         m = _VAR.match(line)
@@ -102,6 +105,13 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
         raise CompileError("bind_to_host: the rewritten module does not verify", str(e)) from None
     result.module = mod
     return result
+
+
+def _address(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"bind_to_host: side_table[{name!r}] = {value!r}: expected an address (an int)") from None
 
 
 def _local_definitions(lines: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from ..archive import is_archive
 from ..elf import is_elf
 from ..errors import CompileError
 from .cache import ObjectCache, job_key
-from .jobs import Job, Options, Source, make_job
+from .jobs import Job, Options, Source, make_job, read_path
 from .worker import message, run_job
 
 def compile_sources(session: Any, sources: Sequence[Any], options: dict[str, Any],
@@ -43,8 +43,7 @@ def _read(source: Any) -> bytes | None:
         return bytes(source)
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                            and len(source) < 4096 and os.path.isfile(source)):
-        with open(source, "rb") as f:
-            return f.read()
+        return read_path(source)
     return None
 
 
@@ -96,7 +95,10 @@ def _run(job: Job) -> bytes | CompileError:
 
 def _compile_here(job: Job, cache: ObjectCache | None) -> bytes | CompileError:
     """Look up and compile one job in this process (C: the compiler is a process of its own)."""
-    key = job_key(job) if cache else None
+    try:
+        key = job_key(job) if cache else None   # C: runs the preprocessor, which may be missing
+    except CompileError as e:
+        return e
     if cache and key:
         hit = cache.get(key)
         if hit is not None:

@@ -16,7 +16,7 @@ import os
 import struct
 import tempfile
 
-from .jobs import Job, Options
+from .jobs import Job, Options, parse_size
 
 FORMAT = b"hotlink-object-cache-1"
 MAGIC = b"HLOBJ\x01\r\n"
@@ -30,6 +30,13 @@ def default_dir() -> str:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "hotlink")
+
+
+def env_size() -> int:
+    """``$HOTLINK_CACHE_SIZE`` in bytes (``"1G"``, ``"512MiB"``, plain bytes...), else the default;
+    ValueError naming the variable and its value if it is not a size."""
+    raw = os.environ.get("HOTLINK_CACHE_SIZE", "").strip()
+    return parse_size(raw, "HOTLINK_CACHE_SIZE") if raw else DEFAULT_SIZE
 
 
 def _digest(data: bytes) -> bytes:
@@ -49,8 +56,7 @@ class ObjectCache:
     def for_options(cls, o: Options) -> ObjectCache | None:
         if not o.cache or os.environ.get("HOTLINK_CACHE", "").lower() in ("0", "off", "no", "false"):
             return None
-        size = o.cache_size if o.cache_size is not None else int(os.environ.get("HOTLINK_CACHE_SIZE") or DEFAULT_SIZE)
-        return cls(o.cache_dir or default_dir(), size)
+        return cls(o.cache_dir or default_dir(), o.cache_size if o.cache_size is not None else env_size())
 
     def path(self, key: str) -> str:
         return os.path.join(self.root, key[:2], key + ".o")

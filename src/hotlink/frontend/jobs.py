@@ -40,27 +40,84 @@ class Options:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> Options:
+        """Check and normalise ``options``: TypeError for an unknown option or a
+        value of the wrong type, ValueError for a value out of range, each
+        naming the option and the value."""
         kw = dict(options)
         if "_crash" in kw:
             kw["crash"] = kw.pop("_crash")
         unknown = set(kw) - set(cls.__dataclass_fields__) - {"crash"}
         if unknown:
-            raise TypeError(f"unknown front-end option(s): {', '.join(sorted(unknown))}")
+            raise TypeError(f"unknown front-end option(s): {', '.join(sorted(unknown))}; "
+                            f"expected {', '.join(f for f in cls.__dataclass_fields__ if f != 'crash')}")
         if kw.get("language") is not None:
             lang = LANGUAGES.get(str(kw["language"]).lower())
             if lang is None:
-                raise ValueError(f"language={kw['language']!r}: expected one of {sorted(set(LANGUAGES))}")
+                raise ValueError(f"language={kw['language']!r} is not supported: expected 'llvm' (or 'ir'), "
+                                 f"'c' or 'c++' (or 'cxx', 'cpp'); compile other languages to an object "
+                                 f"file (.o) or archive (.a) and add that")
             kw["language"] = lang
-        if "opt" in kw and (not isinstance(kw["opt"], int) or not 0 <= kw["opt"] <= 3):
+        if "opt" in kw and (not isinstance(kw["opt"], int) or isinstance(kw["opt"], bool)
+                            or not 0 <= kw["opt"] <= 3):
             raise ValueError(f"opt={kw['opt']!r}: expected 0, 1, 2 or 3")
+        for name in ("cpu", "features"):
+            if name in kw and not isinstance(kw[name], str):
+                raise TypeError(f"{name}={kw[name]!r}: expected a string")
+        if kw.get("cpu") == "native":             # gcc's name for it; LLVM knows only "host"
+            kw["cpu"] = "host"
         if "flags" in kw:
-            flags = kw["flags"]
-            kw["flags"] = tuple(flags.split() if isinstance(flags, str) else map(str, flags))
+            kw["flags"] = _flags(kw["flags"])
+        if kw.get("workers") is not None:
+            w = kw["workers"]
+            if not isinstance(w, int) or isinstance(w, bool):
+                raise TypeError(f"workers={w!r}: expected a number of processes (an int) or None")
+            if w < 1:
+                raise ValueError(f"workers={w!r}: expected at least 1 (or None for the CPU count)")
+        if kw.get("timeout") is not None:
+            t = kw["timeout"]
+            if not isinstance(t, (int, float)) or isinstance(t, bool):
+                raise TypeError(f"timeout={t!r}: expected seconds (a number) or None")
+            if not t > 0:
+                raise ValueError(f"timeout={t!r}: expected a positive number of seconds (or None)")
+        if kw.get("cache_size") is not None:
+            kw["cache_size"] = parse_size(kw["cache_size"], "cache_size")
         if kw.get("crash") not in (None, *CRASH_MODES):
             raise ValueError(f"_crash={kw['crash']!r}: expected one of {CRASH_MODES}")
         if kw.get("cache_dir") is not None:
-            kw["cache_dir"] = os.fspath(kw["cache_dir"])
+            try:
+                kw["cache_dir"] = os.fspath(kw["cache_dir"])
+            except TypeError:
+                raise TypeError(f"cache_dir={kw['cache_dir']!r}: expected a path") from None
         return cls(**kw)
+
+
+def _flags(flags: Any) -> tuple[str, ...]:
+    if flags is None:
+        return ()
+    if isinstance(flags, str):
+        return tuple(flags.split())
+    if isinstance(flags, (bytes, bytearray)) or not hasattr(flags, "__iter__"):
+        raise TypeError(f"flags={flags!r}: expected a list of compiler flags or one string of them")
+    return tuple(map(str, flags))
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
+
+
+def parse_size(value: Any, what: str) -> int:
+    """A size in bytes from an int or a string with an optional unit: ``"1G"``,
+    ``"512MiB"``, ``"64k"``, ``"1000000"``, ``"2 GB"`` (units are binary and
+    case-insensitive: K = KB = KiB = 1024). ValueError naming ``what`` (an
+    option or environment variable) and the value otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{what}={value!r}: a size cannot be negative")
+        return value
+    m = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if m is None or m.group(3).lower() not in (("", "b", "ib") if m.group(2) else ("", "b")):
+        raise ValueError(f"{what}={value!r}: expected a size in bytes, optionally with a unit "
+                         f"K, M, G or T (KiB, MiB, ..., binary; e.g. 512M or 1GiB)")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
 
 
 class Source:
@@ -113,8 +170,7 @@ def make_job(source: Any, options: Options, data: bytes | None = None) -> Job:
         path = os.fspath(source)
         origin = path
         if data is None:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_path(path)
         lang = lang or EXTENSIONS.get(os.path.splitext(path)[1])
     elif isinstance(source, str):
         data, origin = source.encode(), "<string>"
@@ -135,6 +191,20 @@ def make_job(source: Any, options: Options, data: bytes | None = None) -> Job:
             f"{origin}: {what} is not an ELF object or ar archive, and not LLVM IR or bitcode "
             f"(for C source pass language='c' or use a .c file)")
     return Job(lang, data, origin, path if lang != "llvm" else None, options)
+
+
+def read_path(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the source file ``path``; an OSError saying it is a source
+    that cannot be read (a directory, no permission, ...) otherwise."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise IsADirectoryError(errno.EISDIR, "source is a directory, not a file", os.fspath(path)) from None
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, f"cannot read source file ({e.strerror})", os.fspath(path)) from None
 
 
 def detect_language(data: bytes) -> str | None:

@@ -6,18 +6,28 @@ far above 2 GiB, so code must be position-independent (``PLT32``/``PC32``/
 """
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
 from typing import Any
 
 from ..errors import CompileError
 from .jobs import Job
 
 _state: dict[str, Any] = {}            # llvmlite module and target machines, made once per process
+_stderr_lock = threading.Lock()
+_UNKNOWN = ("is not a recognized processor", "is not a recognized feature")
 
 
 def _llvm() -> Any:
     llvm = _state.get("llvm")
     if llvm is None:
-        import llvmlite.binding as llvm
+        try:
+            import llvmlite.binding as llvm
+        except ImportError as e:
+            raise CompileError(f"compiling LLVM IR needs llvmlite, which cannot be imported ({e}); "
+                               f"pip install llvmlite") from None
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         _state["llvm"] = llvm
@@ -49,9 +59,59 @@ def target_machine(cpu: str, features: str, opt: int) -> Any:
     if tm is None:
         llvm = _llvm()
         triple, name, feats = target(cpu, features)
-        tm = llvm.Target.from_triple(triple).create_target_machine(
-            cpu=name, features=feats, opt=opt, reloc="pic", codemodel="small")
+
+        def create() -> Any:
+            return llvm.Target.from_triple(triple).create_target_machine(
+                cpu=name, features=feats, opt=opt, reloc="pic", codemodel="small")
+
+        if cpu == "host" and not features:
+            tm = create()                     # LLVM's own name and features for this CPU
+        else:
+            tm = _checked(create, cpu, features)
         _state[key] = tm
+    return tm
+
+
+def _checked(create: Any, cpu: str, features: str) -> Any:
+    """``create()``, refusing a CPU name or feature LLVM does not know.
+
+    LLVM only prints a warning for those (to fd 2) and carries on with a
+    generic CPU, which then aborts the process with "LLVM ERROR: 64-bit code
+    requested on a subtarget that doesn't support it" at code generation. So
+    fd 2 is captured while the target machine is made (once per cpu, features
+    and opt level in a process); other output in that moment is passed on.
+    """
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:                       # no fd 2 (a daemon): nothing to capture, nor to read
+            return create()
+        with tempfile.TemporaryFile(prefix="hotlink-llvm-") as tmp:
+            try:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    tm = create()
+                finally:
+                    os.dup2(saved, 2)
+            finally:
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+    lines = text.splitlines(keepends=True)
+    unknown = [ln.strip() for ln in lines if any(u in ln for u in _UNKNOWN)]
+    rest = "".join(ln for ln in lines if not any(u in ln for u in _UNKNOWN))
+    if rest:
+        os.write(2, rest.encode())
+    if unknown:
+        names = sorted({("processor " if "processor" in ln else "feature ") + ln.split(" is not", 1)[0]
+                        for ln in unknown})
+        raise ValueError(f"cpu={cpu!r}, features={features!r}: LLVM does not know {', '.join(names)} "
+                         f"for this target; expected an LLVM CPU name (\"host\", \"x86-64\", \"skylake\", ...) "
+                         f"and features like \"+avx2,-fma\"")
     return tm
 
 
@@ -59,7 +119,10 @@ def compile_ir(job: Job) -> bytes:
     """The object for ``job`` (IR text or bitcode); CompileError with LLVM's message."""
     llvm = _llvm()
     o = job.options
-    tm = target_machine(o.cpu, o.features, o.opt)
+    try:
+        tm = target_machine(o.cpu, o.features, o.opt)
+    except ValueError as e:
+        raise CompileError(f"{job.origin}: {e}") from None
     ctx = llvm.create_context()       # a context per module: the global one would grow forever
     mod = None
     try:

@@ -11,7 +11,9 @@ A worker compiles one job at a time, so when one dies (a crash inside LLVM)
 exactly one job was running in it: that job gets a CompileError with the
 signal and the worker's last stderr output, the worker is replaced, and every
 other job carries on. Workers are kept between calls (on ``session._pool``)
-and stopped by ``Session.close()``.
+and stopped by ``Session.close()``. If this process dies without closing
+them (SIGKILL), each worker notices within ``worker.PARENT_POLL`` seconds and
+kills itself and any compiler it started (its process group).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ import hotlink
 from ..errors import CompileError, SessionClosedError
 from .jobs import Job
 
-# Runs in the worker: find this hotlink (whatever sys.path found it here), serve.
+# Runs in the worker: find this hotlink (whatever sys.path found it here), serve;
+# sys.argv[2] is our pid, which the worker watches so it dies with us (worker.py).
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from hotlink.frontend.worker import main; main()"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(hotlink.__file__)))
 _STDERR_TAIL = 16384
@@ -46,7 +49,7 @@ class Worker:
         res_r, res_w = os.pipe()
         self.stderr = tempfile.TemporaryFile(prefix="hotlink-worker-")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, _PACKAGE_PARENT],
+            self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, _PACKAGE_PARENT, str(os.getpid())],
                                          stdin=job_r, stdout=res_w, stderr=self.stderr,
                                          start_new_session=True)   # Ctrl-C goes to us, not them
         except BaseException:

@@ -4,6 +4,16 @@ A worker is a fresh interpreter (``python -c ...``, started by pool.py) that
 reads pickled jobs from stdin and writes results to its original stdout,
 one at a time, until stdin closes. Its fd 1 is pointed at stderr so that
 nothing LLVM or a compiler prints can corrupt the result stream.
+
+A worker dies with its parent. It runs in a session of its own (so Ctrl-C
+reaches the parent only), which also means nothing kills it when the parent
+is killed: a worker busy with a long job, and the compiler it started, would
+run on until the job ends. So a daemon thread watches ``os.getppid()``; once
+it differs from the parent pid given on the command line (the parent died and
+the worker was re-parented to init or a subreaper), it SIGKILLs the worker's
+whole process group, which takes any compiler process it started too. Not
+``PR_SET_PDEATHSIG``: that fires when the parent *thread* that started the
+worker exits, and pooled workers outlive the threads that start them.
 """
 from __future__ import annotations
 
@@ -11,6 +21,8 @@ import os
 import pickle
 import signal
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 
 from ..errors import CompileError
@@ -46,7 +58,36 @@ def _crash(mode: str) -> None:
     os._exit(70)
 
 
-def main() -> None:
+PARENT_POLL = 0.1      # seconds between checks that the parent is still alive
+
+
+def _die() -> None:
+    """Kill this worker and every process it started (compilers), now."""
+    if os.getpgrp() == os.getpid():                   # we lead our group (start_new_session)
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)              # not a group leader: at least ourselves
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    _die()
+
+
+def watch_parent(parent: int) -> threading.Thread:
+    """Start the daemon thread that kills this process group once ``parent`` is gone."""
+    t = threading.Thread(target=_watch_parent, args=(parent,), name="hotlink-parent-watch", daemon=True)
+    t.start()
+    return t
+
+
+def main(parent: int | None = None) -> None:
+    """Serve jobs on stdin until EOF. ``parent``: the pid of the process that
+    started us (default: the second command-line argument, if any)."""
+    if parent is None and len(sys.argv) > 2:
+        parent = int(sys.argv[2])
+    if parent is not None:
+        watch_parent(parent)                          # exits at once if the parent is already gone
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent decides when workers stop
     out = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)
