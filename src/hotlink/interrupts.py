@@ -19,6 +19,7 @@ costs nothing.
 """
 from __future__ import annotations
 
+import _signal      # the C functions: signal.signal/getsignal convert to enums, 10x slower
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -26,10 +27,11 @@ from typing import Any, Callable
 
 # Signals whose Python handlers are deferred (synchronous ones such as SIGSEGV
 # have no Python handler worth deferring).
-_DEFERRED = tuple(getattr(signal, n) for n in
+_DEFERRED = tuple(int(getattr(signal, n)) for n in
                   ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2",
                    "SIGVTALRM", "SIGPROF", "SIGCHLD", "SIGWINCH") if hasattr(signal, n))
 
+_getsignal, _setsignal = _signal.getsignal, _signal.signal
 _main = threading.main_thread()
 _Handler = Callable[[int, "FrameType | None"], Any]
 
@@ -55,9 +57,9 @@ class Deferred:
             note = self._note
             saved = self._saved
             for signum in _DEFERRED:
-                handler = signal.getsignal(signum)
+                handler = _getsignal(signum)
                 if callable(handler):
-                    signal.signal(signum, note)
+                    _setsignal(signum, note)
                     saved.append((signum, handler))
         return self
 
@@ -84,7 +86,7 @@ class Deferred:
         saved, self._saved = self._saved, []
         try:
             for signum, handler in saved:
-                signal.signal(signum, handler)
+                _setsignal(signum, handler)
         finally:
             if self._pending:
                 self._saved = saved

@@ -26,6 +26,7 @@ from threading import get_ident
 from typing import Callable
 
 from .errors import LinkError
+from .interrupts import GATE
 
 REAPER_PERIOD = 0.005
 
@@ -143,13 +144,16 @@ class Reclaimer:
         return ready
 
     def _run(self, ready) -> None:
-        for item in ready or ():
-            try:
-                item[3]()
-            finally:
-                with self._lock:
-                    self._releasing -= 1
-                    self.retired_bytes -= item[2]
+        if not ready:
+            return
+        with GATE:      # an interrupt must not stop a release halfway
+            for item in ready:
+                try:
+                    item[3]()
+                finally:
+                    with self._lock:
+                        self._releasing -= 1
+                        self.retired_bytes -= item[2]
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():

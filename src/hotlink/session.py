@@ -17,6 +17,7 @@ import bisect
 from . import platform, runtime, unlink
 from .arena import POOL_NAMES, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
+from .interrupts import GATE
 from .library import Library, Unit
 from .qsbr import Reclaimer
 from .tables import Tables
@@ -162,9 +163,10 @@ class Session:
                     raise DependencyError(
                         f"cannot remove library {lib.name!r}: unit {unit.name!r} is used by "
                         + ", ".join(f"{u.library.name}:{u.name}" for u in outside))
-            self._unlink(sorted(lib._units, key=lambda u: -u.seq))
-            lib.alive = False
-            del self._libraries[lib.name]
+            with GATE:
+                self._unlink(sorted(lib._units, key=lambda u: -u.seq))
+                lib.alive = False
+                del self._libraries[lib.name]
 
     # --- external symbols -------------------------------------------------
 
@@ -375,14 +377,15 @@ class Session:
                 self._unlink(sorted(units, key=lambda u: -u.seq))
                 drained = reclaimer.synchronize(timeout) and not reclaimer.busy()
             finally:
-                self._mark_closed()
-                if drained:
-                    if reclaimer.native is not None:
-                        reclaimer.native.close()
-                    self._arena.close()
-                elif warn:
-                    warnings.warn("hotlink: threads are still running JIT code; the session's "
-                                  "arena stays mapped", RuntimeWarning, stacklevel=3)
+                with GATE:      # closing completes, whatever interrupts it
+                    self._mark_closed()
+                    if drained:
+                        if reclaimer.native is not None:
+                            reclaimer.native.close()
+                        self._arena.close()
+                    elif warn:
+                        warnings.warn("hotlink: threads are still running JIT code; the session's "
+                                      "arena stays mapped", RuntimeWarning, stacklevel=4)
 
     def _abandon(self, warn: bool = True) -> None:
         """Close without unloading: a thread may still run this code."""

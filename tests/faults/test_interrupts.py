@@ -245,3 +245,37 @@ def test_sigint_during_initializer(scenario, compile_c, compile_cxx):
     """)
     proc = scenario.expect_ok(INITIALIZER, args=[str(cxx), str(obj)])
     assert int(proc.stdout.split()[-1]) >= 20, proc.stdout
+
+
+CALL_LOOP = PRELUDE + r"""
+OBJ = sys.argv[2]
+lib = s.library("calls")
+lib.add(OBJ)
+inc = lib.function("inc", ctypes.c_int, [ctypes.c_int])
+other = s.library("other")
+for i in range(300):
+    t, go = interrupt_after(0.00001 * (i % 50))
+    try:
+        try:
+            go.set()
+            while True:          # Ctrl-C lands anywhere in this loop of calls
+                inc(1)
+        finally:
+            t.join()
+    except KeyboardInterrupt:
+        pass
+    if i % 30 == 0:
+        other.add(OBJ).remove()
+        assert s.synchronize(2), f"round {i}: an interrupted call pins the grace period"
+other.add(OBJ).remove()
+assert s.synchronize(2)
+assert inc(41) == 42
+s.close()
+print("ok")
+"""
+
+
+def test_sigint_during_calls_does_not_pin_grace_periods(scenario, compile_c, compile_cxx):
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    obj = compile_c("int inc(int x) { return x + 1; }\n")
+    scenario.expect_ok(CALL_LOOP, args=[str(cxx), str(obj)])
