@@ -31,7 +31,8 @@ def place(lo: LinkObject, arena: Arena) -> None:
             offset[i] = o
             size[p] = o + sizes[i]
         elif role == EH_FRAME:
-            eh_size = (eh_size + 7) & -8
+            # back to back: the unwinder walks records with no gaps between
+            # them, up to the one terminator after the last
             offset[i] = eh_size
             eh_size += len(lo.eh[i][0]) if i in lo.eh else sizes[i]
     placed_commons = []

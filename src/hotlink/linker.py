@@ -116,7 +116,7 @@ class LinkTransaction:
             if role == EH_FRAME:
                 lo.eh[i] = ehframe.prune_eh_frame(
                     obj.section_bytes(i), obj.relocations(i), f"{obj.name}:{obj.section_name(i)}",
-                    lo.is_dropped_symbol if lo.dropped else None)
+                    lo.is_dropped_symbol if lo.dropped else None, obj=obj)
         self._define(lo)
         self.items.append(lo)
 

@@ -11,19 +11,15 @@
   calls it gets a 24-byte thunk that adds the unit's handle and jumps to
   ``__cxa_atexit``.
 * ``.eh_frame`` is handed to libgcc's ``__register_frame`` (the unwinder
-  libstdc++ uses) and taken back with ``__deregister_frame`` at remove.
-  FDEs of COMDAT functions whose group was discarded are pruned first, as
-  ld does.
+  libstdc++ uses) and taken back with ``__deregister_frame`` at remove
+  (``ehframe.py`` checks and prunes it before).
 """
 from __future__ import annotations
 
-import bisect
 import ctypes
 import struct
 import threading
 from typing import Callable
-
-from .errors import MalformedObjectError
 
 _libgcc = ctypes.CDLL("libgcc_s.so.1")
 _register_frame = _libgcc.__register_frame
@@ -46,16 +42,32 @@ _handlers_by_dso: dict[int, list] = {}
 _current = threading.local()   # the handler list of the unit whose initializers are running
 registered_frames = 0          # how many eh_frame tables hotlink has registered right now
 _frames_lock = threading.Lock()
+# address -> the handler list of the live unit whose memory holds it (set by session.py)
+handlers_at: Callable[[int], list | None] = lambda addr: None
+
+
+def owner_handlers(fn: int, arg: int, dso: int) -> list | None:
+    """The handler list an exit handler belongs to: the unit whose code holds
+    ``fn`` (whatever ``dso`` says), else the unit owning ``dso``, else the
+    unit holding ``arg`` (a static object's destructor from a shared library,
+    such as ``std::string::~string``), else the unit whose initializers are
+    running; None: not JIT code's business, libc keeps it."""
+    handlers = handlers_at(fn) if fn else None
+    if handlers is None and dso:
+        handlers = _handlers_by_dso.get(dso)
+    if handlers is None and arg:
+        handlers = handlers_at(arg)
+    if handlers is None:
+        handlers = getattr(_current, "handlers", None)
+    return handlers
 
 
 @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 def _cxa_atexit(fn, arg, dso):
-    handlers = _handlers_by_dso.get(dso or 0)
-    if handlers is None and not dso:
-        handlers = getattr(_current, "handlers", None)
+    handlers = owner_handlers(fn or 0, arg or 0, dso or 0)
     if handlers is None:
         return _libc_cxa_atexit(fn, arg, dso)
-    handlers.append((fn, arg))
+    handlers.append((fn, arg or 0))   # (fn, None) would mean a void(void) finalizer
     return 0
 
 
@@ -80,23 +92,46 @@ def unbind_dso(dso: int) -> None:
     _handlers_by_dso.pop(dso, None)
 
 
-def run_initializers(fns: list[int], handlers: list) -> None:
+# A guarded call: (function, argument or None) -> None, or a description of
+# the C++ exception it threw (caught natively, see runtime.py).
+GuardedCall = Callable[[int, "int | None"], "str | None"]
+
+
+def _direct_call(fn: int, arg: int | None) -> None:
+    if arg is None:
+        _VOID_FN(fn)()
+    else:
+        _VOID_FN_ARG(fn)(arg)
+    return None
+
+
+def run_initializers(fns: list[int], handlers: list, guarded: GuardedCall | None = None) -> str | None:
+    """Run ``fns`` in order; exit handlers they register go to ``handlers``.
+    Stops at the first that throws and returns what it threw."""
+    call = guarded or _direct_call
     _current.handlers = handlers
     try:
         for fn in fns:
-            _VOID_FN(fn)()
+            error = call(fn, None)
+            if error is not None:
+                return error
+        return None
     finally:
         _current.handlers = None
 
 
-def run_finalizers(handlers: list) -> None:
-    """Run (fn, arg) handlers newest first; arg None means a plain void(void) finalizer."""
+def run_finalizers(handlers: list, guarded: GuardedCall | None = None) -> list[str]:
+    """Run (fn, arg) handlers newest first; arg None means a plain void(void)
+    finalizer.  A handler that throws does not stop the others; what each
+    threw is returned."""
+    call = guarded or _direct_call
+    errors = []
     while handlers:
         fn, arg = handlers.pop()
-        if arg is None:
-            _VOID_FN(fn)()
-        else:
-            _VOID_FN_ARG(fn)(arg)
+        error = call(fn, arg)
+        if error is not None:
+            errors.append(error)
+    return errors
 
 
 def register_frames(addr: int) -> None:
@@ -132,59 +167,3 @@ def init_priority(name: str) -> tuple[int, bool, bool] | None:
             return (65535 - p if invert else p), is_init, backwards
     return None
 
-
-# --- .eh_frame -----------------------------------------------------------
-
-_u32 = struct.Struct("<I")
-_i32 = struct.Struct("<i")
-
-
-def prune_eh_frame(data: bytes, relocs: list, where: str,
-                   dropped: Callable[[int], bool] | None = None) -> tuple[bytes, list]:
-    """Check the record structure of an ``.eh_frame`` section (lengths inside
-    the section, every FDE pointing back at a CIE) so the unwinder never walks
-    off it, and remove FDEs whose ``pc_begin`` points into a discarded section.
-
-    Returns the section bytes and relocations, moved to match when FDEs were removed.
-    """
-    pc_reloc = {off: si for off, _k, si, _a in relocs} if dropped else None
-    keep: list[tuple[int, int]] = []   # kept records as (start, end)
-    cies = set()
-    pos, n = 0, len(data)
-    while pos + 4 <= n:
-        (length,) = _u32.unpack_from(data, pos)
-        if length == 0:
-            break
-        if length == 0xFFFFFFFF:
-            raise MalformedObjectError(f"{where}+{pos:#x}: 64-bit .eh_frame records are not supported")
-        end = pos + 4 + length
-        if end > n or length < 4:
-            raise MalformedObjectError(f"{where}+{pos:#x}: .eh_frame record of length {length} runs past the section")
-        (cie_id,) = _u32.unpack_from(data, pos + 4)
-        if cie_id == 0:
-            cies.add(pos)
-        elif pos + 4 - cie_id not in cies:
-            raise MalformedObjectError(f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
-        if not (cie_id and pc_reloc is not None and dropped(pc_reloc.get(pos + 8, 0)) and pos + 8 in pc_reloc):
-            keep.append((pos, end))
-        pos = end
-    if pos != n and any(data[pos:]):
-        raise MalformedObjectError(f"{where}+{pos:#x}: trailing bytes after the .eh_frame terminator")
-    if dropped is None or sum(e - s for s, e in keep) == pos:
-        return data, relocs
-    new_pos: dict[int, int] = {}
-    out = bytearray()
-    for s, e in keep:
-        new_pos[s] = len(out)
-        out += data[s:e]
-    for s, e in keep:   # FDEs point back at their CIE relative to the id field
-        (cie_id,) = _u32.unpack_from(data, s + 4)
-        if cie_id:
-            _u32.pack_into(out, new_pos[s] + 4, new_pos[s] + 4 - new_pos[s + 4 - cie_id])
-    starts = [s for s, _ in keep]
-    moved = []
-    for off, kind, si, a in relocs:
-        j = bisect.bisect_right(starts, off) - 1
-        if j >= 0 and off < keep[j][1]:
-            moved.append((off - starts[j] + new_pos[starts[j]], kind, si, a))
-    return bytes(out), moved

@@ -269,3 +269,19 @@ def test_initializers_do_not_make_linking_quadratic(session, monkeypatch):
     assert len(calls) == 1
     import ctypes
     assert lib.function("get399", ctypes.c_int)() == 400
+
+
+def test_global_in_a_section_that_is_not_loaded_is_refused(session, toolchain):
+    """Item 17: a global defined in a non-allocated section has no run-time
+    address; it must not be published at 0."""
+    asm = toolchain.workdir / "note.s"
+    asm.write_text('.section .mynote,"",@progbits\n.globl g\ng:\n  .long 5\n'
+                   '.text\n.globl f\nf:\n  ret\n')
+    obj = toolchain.workdir / "note.o"
+    subprocess.run(["as", str(asm), "-o", str(obj)], check=True)
+    lib = session.library("n")
+    used = session.memory().used
+    with pytest.raises(hotlink.MalformedObjectError, match=r"'g'.*'\.mynote'.*not loaded"):
+        lib.add(obj)
+    assert lib.units == [] and "g" not in lib and "f" not in lib
+    assert session.memory().used == used
