@@ -9,7 +9,6 @@ from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
-from . import patch
 from .graph import STUB, WEAK, Definition
 from .interrupts import GATE
 from .linker import LinkTransaction
@@ -176,19 +175,18 @@ class Library:
 
     # --- the internal API: definitions -------------------------------------
 
-    def publish(self, name: str, sym: Definition, replacing: Unit | None = None) -> None:
+    def publish(self, name: str, sym: Definition, replacing: Unit | None = None, old_target: int = 0) -> None:
         """Make ``sym`` the definition of ``name``; one it displaces from another
-        live unit is kept as shadowed, to come back when ``sym``'s unit goes."""
+        live unit is kept as shadowed, to come back when ``sym``'s unit goes
+        (``old_target``: where the name's entry stub jumped before, if it has one)."""
         old = self._symbols.get(name)
         self._symbols[name] = sym
         if old is not None and old.unit is not sym.unit and old.unit is not replacing \
                 and old.unit is not None and old.unit.alive:
-            self.shadow(name, old._replace(flags=old.flags & ~STUB, address=self._direct(name, old)))
+            if old.flags & STUB:
+                old = old._replace(flags=old.flags & ~STUB, address=old_target)
+            self.shadow(name, old)
         self._lazy.pop(name, None)
-
-    def _direct(self, name: str, sym: Definition) -> int:
-        entry = self._entries.get(name) if sym.flags & STUB else None
-        return patch.target(entry) if entry is not None else sym.address
 
     def shadow(self, name: str, sym: Definition) -> None:
         self._shadowed.setdefault(name, []).append(sym)
@@ -230,7 +228,8 @@ class Library:
             else:
                 del self._shadowed[name]
             self._symbols[name] = best
-            best.unit._symbols += (name,)
+            if name not in best.unit._symbols:
+                best.unit._symbols += (name,)
             return
         self._shadowed.pop(name, None)
         for unit in self._units:

@@ -527,14 +527,16 @@ class LinkTransaction:
         for lib, defs in self.pending.items():
             for name, (lo, si, flags, size) in defs.items():
                 entry = entries.get((lib, name)) if entries else None
+                old_target = 0
                 if entry is None:
                     sym = Definition(address(lo, si), lo.unit, flags, size)
                 else:   # the slot swings to the new code, then the stub is published
+                    old_target = patch.target(entry)
                     patch.point(entry, address(lo, si))
                     entry.unit = lo.unit
                     lib._entries[name] = entry
                     sym = Definition(entry.addr, lo.unit, flags | STUB, size)
-                lib.publish(name, sym, self.replacing)
+                lib.publish(name, sym, self.replacing, old_target)
                 published.setdefault(lo.unit, []).append(name)
         for lib, name, (lo, si, flags, size) in self.shadowed:
             lib.shadow(name, Definition(address(lo, si), lo.unit, flags, size))

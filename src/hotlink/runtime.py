@@ -183,10 +183,14 @@ _MSG = 512
 def guarded_caller(address: int):
     """A ``platform.GuardedCall`` over the runtime's ``hotlink_guarded_call``."""
     call = _GUARDED(address)
+    local = threading.local()
 
     def guarded(fn: int, arg: int | None) -> str | None:
-        type_buf = ctypes.create_string_buffer(_MSG)
-        what_buf = ctypes.create_string_buffer(_MSG)
+        bufs = getattr(local, "bufs", None)
+        if bufs is None:   # per thread; strncpy(len - 1) never touches the last byte
+            bufs = local.bufs = (ctypes.create_string_buffer(_MSG), ctypes.create_string_buffer(_MSG))
+        type_buf, what_buf = bufs
+        type_buf[0] = what_buf[0] = b"\0"
         if not call(fn, arg or 0, arg is not None, type_buf, what_buf, _MSG - 1):
             return None
         what = what_buf.value.decode("utf-8", "replace")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import bisect
 import ctypes
 import ctypes.util
 import os
@@ -11,8 +12,6 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
-
-import bisect
 
 from . import platform, runtime, unlink
 from .arena import POOL_NAMES, Arena, unpack_block
@@ -372,8 +371,11 @@ class Session:
                 return
             drained = False
             try:
-                units = [u for lib in (*self._libraries.values(), *self._runtimes.values())
-                         for u in lib._units]
+                units = [u for lib in self._libraries.values() for u in lib._units]
+                self._unlink(sorted(units, key=lambda u: -u.seq))
+                # the runtime last: finalizers above may call through it (or link it)
+                self._guarded = None
+                units = [u for lib in self._runtimes.values() for u in lib._units]
                 self._unlink(sorted(units, key=lambda u: -u.seq))
                 drained = reclaimer.synchronize(timeout) and not reclaimer.busy()
             finally:

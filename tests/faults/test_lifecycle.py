@@ -226,6 +226,15 @@ def test_removal_restores_shadowed_definitions(session, compile_c, make_archive)
     assert lib.function("m", ctypes.c_int)() == 7
     assert "m" in arch.symbols
 
+    # in a patchable library: the shadowed weak definition comes back as its own code
+    p = session.library("p", patchable=True)
+    p_weak = p.add(compile_c("__attribute__((weak)) int pv(void) { return 1; }\n"))
+    p_strong = p.add(compile_c("int pv(void) { return 2; }\n"))
+    assert p.function("pv", ctypes.c_int)() == 2
+    p_strong.remove()
+    assert p.function("pv", ctypes.c_int)() == 1
+    assert p_weak.symbols == ["pv"]
+
 
 def test_load_shared_after_a_process_lookup(session, compile_c, toolchain):
     """Item 9: a later load_shared takes effect for names already resolved in
