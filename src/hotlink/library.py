@@ -162,6 +162,7 @@ class Library:
         self._lazy: dict[str, tuple[Unit, int]] = {}     # name -> (archive unit, member offset)
         self._comdats: dict[str, Unit] = {}
         self._units: list[Unit] = []
+        self._archives: list[Unit] = []     # archive units, oldest first (they may offer members again)
         self._entries: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
 
     @property
@@ -232,11 +233,11 @@ class Library:
                 best.unit._symbols += (name,)
             return
         self._shadowed.pop(name, None)
-        for unit in self._units:
+        for unit in self._archives:
             a = unit._archive
-            if a is not None and unit.alive:
+            if unit.alive:
                 off = a.index.get(name)
-                if off is not None and off not in unit.extras().members:
+                if off is not None and (unit._x is None or off not in unit._x.members):
                     self._lazy.setdefault(name, (unit, off))
                     return
 
@@ -244,6 +245,7 @@ class Library:
 
     def offer(self, unit: Unit) -> None:
         """Make an archive unit's members available for lazy pulling."""
+        self._archives.append(unit)
         lazy, table = self._lazy, self._symbols
         for sym, off in unit._archive.index.items():
             if sym not in table:
@@ -258,6 +260,8 @@ class Library:
                 del lazy[name]
 
     def withdraw(self, unit: Unit) -> None:
+        if unit in self._archives:
+            self._archives.remove(unit)
         lazy = self._lazy
         for name, off in unit._archive.index.items():
             if lazy.get(name) == (unit, off):
