@@ -1,7 +1,9 @@
 # Local development tasks. Everything runs from a private virtualenv in .venv.
 #
 #   make install   create .venv and install hotlink (editable) with test extras
-#   make test      run the test suite
+#   make lint      ruff + mypy (configured in pyproject.toml)
+#   make test      lint, then the whole test suite
+#   make test-fast the test suite without tests marked slow
 #   make demo      run the live hot-patching demo
 #   make bench     run every benchmark, write benchmarks/results.json and plot_*.png (BENCH_ARGS=--quick)
 
@@ -16,7 +18,7 @@ STAMP  := $(VENV)/.hotlink-install.stamp
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
-.PHONY: all install test demo bench clean
+.PHONY: all install lint test test-fast demo bench clean
 
 all: test
 
@@ -29,8 +31,15 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
 	touch $@
 
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
 test: install
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/hotlink demo
