@@ -195,7 +195,7 @@ def run_child(script: str, method: str, args: list[str]) -> dict:
     """Re-invoke ``script --method method`` and collect its JSON lines: the
     samples it emitted and its final result (the last non-sample line)."""
     cmd = [sys.executable, "-X", "faulthandler", script, "--method", method, *args]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True)
     sys.stderr.write(p.stderr)
     records = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
     samples = [r["sample"] for r in records if "sample" in r]

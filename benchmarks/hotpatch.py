@@ -79,8 +79,9 @@ def stub_overhead(work: Path, calls: int, reps: int) -> dict:
 
 
 def replace_latency(work: Path, n: int) -> dict:
-    import hotlink
     import llvmlite.binding as llvm
+
+    import hotlink
 
     objs = [cc(VERSION.format(v=v), work / f"v{v}.o", "-c", "-fPIC").read_bytes() for v in (1, 2)]
     hl, lj = [], []
@@ -101,8 +102,8 @@ def replace_latency(work: Path, n: int) -> dict:
             t0 = time.perf_counter_ns()
             new = llvm.JITLibraryBuilder().add_object_img(obj).export_symbol("value").link(lljit, f"v{i + 1}")
             addr = new["value"]
-            del rt
-            rt = new
+            old, rt = rt, new
+            del old                                # drop the old library, as replace does
             lj.append(time.perf_counter_ns() - t0)
             assert ctypes.CFUNCTYPE(ctypes.c_int)(addr)() == (i + 1) % 2 + 1
         s.synchronize()

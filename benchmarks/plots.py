@@ -19,7 +19,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 COLOURS = {"hotlink": "#1f6fb4", "dlopen": "#7f7f7f", "lljit": "#e6780e", "mcjit": "#2a9d3a"}
 LABELS = {"hotlink": "hotlink", "dlopen": "dlopen", "lljit": "LLJIT", "mcjit": "MCJIT"}

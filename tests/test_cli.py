@@ -1,6 +1,7 @@
 """``hotlink run FILE... [-- ARGS]``: link objects and run their ``main``, like lli."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,18 @@ def test_run_reports_undefined_symbol(compile_c):
     assert proc.returncode != 0
     assert "hotlink_cli_missing_symbol" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_run_reads_pipes_once(compile_c, tmp_path):
+    """``hotlink run <(...)``: /dev/fd/N is a pipe, readable once; an object and
+    IR text from pipes are told apart by content (no extension to go by)."""
+    main_o = compile_c(MAIN_WITH_HELPER, name="main")
+    helper_ll = tmp_path / "helper.ll"
+    helper_ll.write_text('@.name = private constant [5 x i8] c"pipe\\00"\n'
+                         "@helper_name = constant ptr @.name\n"
+                         "define i32 @helper_sum(i32 %n) {\n  %r = mul i32 %n, 2\n  ret i32 %r\n}\n")
+    proc = subprocess.run(["bash", "-c", '"$0" -m hotlink run <(cat "$1") <(cat "$2") -- 21',
+                           sys.executable, str(main_o), str(helper_ll)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HOTLINK_CACHE": "0"})
+    assert proc.stdout == "pipe:42\n", proc.stderr
+    assert proc.returncode == 0, proc.stderr

@@ -1,9 +1,23 @@
 """Static archives (``ar``): the member table and the lazy symbol index.
 
-Understands GNU (``/``, ``/SYM64/``, ``//`` long names) and BSD
-(``__.SYMDEF``, ``#1/len`` names) archives.  When an archive has no symbol
-index, one is built from the members' own symbol tables; members without a
-``.symtab`` (sqlite has some) simply define nothing.
+Understands GNU archives (``/`` and ``/SYM64/`` symbol tables, ``//`` long
+names) and BSD ones (``__.SYMDEF``, ``__.SYMDEF SORTED`` and their ``_64``
+forms, ``#1/len`` names).  When an archive has no symbol index, one is built
+from the members' own symbol tables; members without a ``.symtab`` (sqlite
+has some) simply define nothing.  Thin archives (``!<thin>``), whose members
+live in other files, are refused.
+
+Every size and offset read from the archive is checked before use; anything
+inconsistent raises ``MalformedObjectError`` naming the archive and the
+offset of the offending header.
+
+Symbol table layouts (offsets are of member headers, from the archive's start):
+
+* GNU ``/`` (``/SYM64/``): a big-endian 4-byte (8-byte) count ``n``, ``n``
+  offsets of the same width, then ``n`` NUL-terminated names.
+* BSD ``__.SYMDEF`` (``__.SYMDEF_64``): a little-endian 4-byte (8-byte) size
+  in bytes of the ranlib array, the array of ``(name offset, member offset)``
+  pairs of that width, a size of the string table, then the string table.
 """
 from __future__ import annotations
 
@@ -15,6 +29,13 @@ from .errors import MalformedObjectError
 
 MAGIC = b"!<arch>\n"
 THIN_MAGIC = b"!<thin>\n"
+HEADER_SIZE = 60         # name[16] date[12] uid[6] gid[6] mode[8] size[10] fmag[2]
+HEADER_END = b"`\n"      # fmag
+
+# symbol table member names -> width in bytes of its numbers
+GNU_SYMTABS = {"/": 4, "/SYM64/": 8}
+BSD_SYMTABS = {"__.SYMDEF": 4, "__.SYMDEF SORTED": 4, "__.SYMDEF_64": 8, "__.SYMDEF_64 SORTED": 8}
+LONG_NAMES = "//"
 
 
 def is_archive(data: bytes) -> bool:
@@ -28,6 +49,13 @@ class Member(NamedTuple):
     size: int
 
 
+class _SymbolTable(NamedTuple):
+    bsd: bool        # BSD ranlib layout, else GNU
+    width: int       # 4 or 8
+    data: bytes
+    offset: int      # of its member header, for error messages
+
+
 class Archive:
     __slots__ = ("name", "data", "members", "index", "_by_member")
 
@@ -39,84 +67,95 @@ class Archive:
         if data[:8] != MAGIC:
             raise MalformedObjectError(f"{name}: not an ar archive")
         self.members: dict[int, Member] = {}
-        symtab: tuple[bytes, int] | None = None
+        symtab: _SymbolTable | None = None
         longnames = b""
-        pos, n = 8, len(data)
+        pos, n = len(MAGIC), len(data)
         while pos < n:
-            if pos + 60 > n:
+            if pos + HEADER_SIZE > n:
                 raise MalformedObjectError(f"{name}: truncated member header at offset {pos:#x}")
-            hdr = data[pos:pos + 60]
-            if hdr[58:60] != b"`\n":
+            hdr = data[pos:pos + HEADER_SIZE]
+            if hdr[58:60] != HEADER_END:
                 raise MalformedObjectError(f"{name}: bad member header magic at offset {pos:#x}")
-            try:
-                size = int(hdr[48:58].decode("ascii").strip() or "0")
-            except ValueError:
-                raise MalformedObjectError(f"{name}: member size field at offset {pos:#x} is not a number") from None
-            start = pos + 60
-            if size < 0 or start + size > n:
-                raise MalformedObjectError(f"{name}: member at offset {pos:#x} (size {size}) runs past the end of the archive")
+            field = hdr[48:58].strip() or b"0"
+            if not field.isdigit():     # ASCII decimal digits only: no sign, no spaces inside
+                raise MalformedObjectError(f"{name}: member size field at offset {pos:#x} is not a number")
+            size = int(field)
+            start = pos + HEADER_SIZE
+            if start + size > n:
+                raise MalformedObjectError(
+                    f"{name}: member at offset {pos:#x} (size {size}) runs past the end of the archive")
             raw = hdr[:16].decode("ascii", "replace").rstrip()
-            if raw in ("/", "/SYM64/"):
-                symtab = (data[start:start + size], 8 if raw == "/SYM64/" else 4)
-            elif raw in ("__.SYMDEF", "__.SYMDEF SORTED", "#1/__.SYMDEF", "#1/__.SYMDEF SORTED"):
-                symtab = (data[start:start + size], 0)
-            elif raw == "//":
-                longnames = data[start:start + size]
+            mname, mstart, msize = raw, start, size
+            if raw.startswith("#1/"):   # BSD: the name follows the header
+                digits = raw[3:]
+                if not digits.isdigit() or int(digits) > size:
+                    raise MalformedObjectError(f"{name}: bad BSD name length {digits!r} at offset {pos:#x}")
+                ln = int(digits)
+                mname = data[start:start + ln].rstrip(b"\0").decode("utf-8", "replace")
+                mstart, msize = start + ln, size - ln
+            if mname in GNU_SYMTABS or mname in BSD_SYMTABS:
+                if symtab is not None:
+                    raise MalformedObjectError(f"{name}: a second symbol table at offset {pos:#x}")
+                symtab = _SymbolTable(mname in BSD_SYMTABS, GNU_SYMTABS.get(mname) or BSD_SYMTABS[mname],
+                                      data[mstart:mstart + msize], pos)
+            elif mname == LONG_NAMES:
+                longnames = data[mstart:mstart + msize]
             else:
-                mname, mstart, msize = raw, start, size
-                if raw.startswith("#1/"):  # BSD: the name follows the header
-                    try:
-                        ln = int(raw[3:])
-                    except ValueError:
-                        raise MalformedObjectError(f"{name}: bad BSD name length at offset {pos:#x}") from None
-                    if ln > size:
-                        raise MalformedObjectError(f"{name}: BSD name at offset {pos:#x} is longer than its member")
-                    mname = data[start:start + ln].rstrip(b"\0").decode("utf-8", "replace")
-                    if mname.startswith("__.SYMDEF"):
-                        symtab = (data[start + ln:start + size], 0)
-                        pos = start + size + (size & 1)
-                        continue
-                    mstart, msize = start + ln, size - ln
-                elif raw.startswith("/") and raw[1:].isdigit():  # GNU long name
+                if raw[:1] == "/" and raw[1:].isdigit():   # GNU long name: "/offset" into "//"
                     off = int(raw[1:])
                     end = longnames.find(b"/\n", off)
                     if off >= len(longnames) or end < 0:
-                        raise MalformedObjectError(f"{name}: long member name offset {off} at {pos:#x} is outside '//'")
+                        raise MalformedObjectError(
+                            f"{name}: long member name offset {off} at {pos:#x} is outside '//'")
                     mname = longnames[off:end].decode("utf-8", "replace")
-                else:
-                    mname = raw[:-1] if raw.endswith("/") else raw
+                elif not raw.startswith("#1/") and raw.endswith("/"):   # GNU short name
+                    mname = raw[:-1]
                 self.members[pos] = Member(mname, pos, mstart, msize)
             pos = start + size + (size & 1)
         self.index: dict[str, int] = self._read_index(symtab) if symtab else self._build_index()
         self._by_member: dict[int, list[str]] | None = None
 
-    def _read_index(self, symtab: tuple[bytes, int]) -> dict[str, int]:
-        table, width = symtab
-        name = self.name
+    def _read_index(self, symtab: _SymbolTable) -> dict[str, int]:
+        table, width = symtab.data, symtab.width
+        where = f"{self.name}: the symbol table at offset {symtab.offset:#x}"
+        pairs: list[tuple[bytes, int]] = []
+        if not symtab.bsd:      # GNU: count, offsets, names (big-endian)
+            word = ">I" if width == 4 else ">Q"
+            if len(table) < width:
+                raise MalformedObjectError(f"{where} is truncated")
+            (count,) = struct.unpack_from(word, table)
+            names_at = width * (count + 1)
+            if names_at > len(table):
+                raise MalformedObjectError(f"{where} lists {count} symbols but has room for fewer")
+            offsets = struct.unpack_from(f">{count}{word[1]}", table, width)
+            names = table[names_at:].split(b"\0")
+            if len(names) - 1 < count:      # each name ends with a NUL: the last piece is what follows
+                raise MalformedObjectError(f"{where} lists {count} symbols but has fewer names")
+            pairs = list(zip(names, offsets))
+        else:                   # BSD: ranlib (name offset, member offset) pairs, then the string table
+            word = "<I" if width == 4 else "<Q"
+            if len(table) < width:
+                raise MalformedObjectError(f"{where} is truncated")
+            (nbytes,) = struct.unpack_from(word, table)
+            strsize_at = width + nbytes
+            if nbytes % (2 * width) or strsize_at + width > len(table):
+                raise MalformedObjectError(f"{where} has a ranlib array of {nbytes} bytes, which does not fit")
+            (strsize,) = struct.unpack_from(word, table, strsize_at)
+            strtab_at = strsize_at + width
+            if strtab_at + strsize > len(table):
+                raise MalformedObjectError(f"{where} has a string table of {strsize} bytes, which does not fit")
+            strtab = table[strtab_at:strtab_at + strsize]
+            flat = struct.unpack_from(f"{word[0]}{nbytes // width}{word[1]}", table, width)
+            for strx, off in zip(flat[0::2], flat[1::2]):
+                end = strtab.find(b"\0", strx)
+                if strx >= strsize or end < 0:
+                    raise MalformedObjectError(f"{where} has a name offset {strx:#x} outside its string table")
+                pairs.append((strtab[strx:end], off))
         index: dict[str, int] = {}
-        try:
-            if width:  # GNU: big-endian count, offsets, then NUL-separated names
-                fmt = ">I" if width == 4 else ">Q"
-                (count,) = struct.unpack_from(fmt, table)
-                offsets = struct.unpack_from(f">{count}{fmt[1]}", table, width)
-                names = table[width * (count + 1):].split(b"\0")
-                if len(names) < count:
-                    raise MalformedObjectError(f"{name}: symbol index lists {count} symbols but has fewer names")
-                pairs = zip(names, offsets)
-            else:  # BSD: ranlib (strx, off) pairs, then the string table
-                (nbytes,) = struct.unpack_from("<I", table)
-                entries = list(struct.iter_unpack("<II", table[4:4 + nbytes]))
-                (strsize,) = struct.unpack_from("<I", table, 4 + nbytes)
-                strtab = table[8 + nbytes:8 + nbytes + strsize]
-                pairs = []
-                for strx, off in entries:
-                    end = strtab.find(b"\0", strx)
-                    pairs.append((strtab[strx:end if end >= 0 else len(strtab)], off))
-        except struct.error:
-            raise MalformedObjectError(f"{name}: the archive symbol index is truncated") from None
         for sym, off in pairs:
             if off not in self.members:
-                raise MalformedObjectError(f"{name}: symbol index entry {sym!r} points at {off:#x}, which is no member")
+                raise MalformedObjectError(
+                    f"{self.name}: symbol index entry {sym!r} points at {off:#x}, which is no member")
             index.setdefault(sym.decode("utf-8", "surrogateescape"), off)
         return index
 

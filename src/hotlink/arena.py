@@ -40,8 +40,15 @@ import operator
 import os
 import re
 import threading
+from collections.abc import Sequence
+from typing import SupportsIndex
 
 from .errors import LinkError
+from .libc import fallocate as _fallocate
+from .libc import libc_address
+from .libc import mmap as _mmap  # module-level names: fault tests replace _mmap
+from .libc import mprotect as _mprotect
+from .libc import munmap as _munmap
 
 PAGE = mmap.PAGESIZE
 CHUNK = 64 * 1024
@@ -60,35 +67,18 @@ POOL_NAMES = ("code", "rodata", "data")
 _POOL_PROT = (PROT_READ | PROT_EXEC, PROT_READ, PROT_READ | PROT_WRITE)
 _RUNS = re.compile(rb"(.)\1*", re.S)   # runs of equal bytes in a chunk map
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_mmap = _libc.mmap
-_mmap.restype = ctypes.c_void_p
-_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-_munmap = _libc.munmap
-_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_mprotect = _libc.mprotect
-_mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_fallocate = _libc.fallocate
-_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
-
-
-def libc_address() -> int:
-    """An address inside libc's text: the anchor the arena must stay near."""
-    return ctypes.cast(_libc.memcpy, ctypes.c_void_p).value or 0
-
 
 def _check_size(size: object) -> int:
-    try:
-        n = operator.index(size)   # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"arena_size must be an int (bytes), not {type(size).__name__}") from None
+    if not isinstance(size, SupportsIndex):
+        raise TypeError(f"arena_size must be an int (bytes), not {type(size).__name__}")
+    n = operator.index(size)
     if n <= 0 or n % CHUNK or n > MAX_ARENA_SIZE:
         raise ValueError(f"arena_size must be a positive multiple of {CHUNK} bytes (64 KiB) and at most "
                          f"{MAX_ARENA_SIZE >> 20} MiB; got {n}")
     return n
 
 
-def _reserve(fd: int, size: int, anchor: int, others: list[_Region] | tuple = ()) -> int:
+def _reserve(fd: int, size: int, anchor: int, others: Sequence[_Region] = ()) -> int:
     """Map the memfd PROT_NONE at an address within +-2 GiB of ``anchor``
     (and, with ``others``, within 2 GiB of every other region, touching
     none of them); 0 if no such address is free.
@@ -139,7 +129,7 @@ class _Region:
 
     __slots__ = ("fd", "base", "size", "end", "write_base", "writer", "kinds")
 
-    def __init__(self, size: int, anchor: int, others: list[_Region] | tuple = ()):
+    def __init__(self, size: int, anchor: int, others: Sequence[_Region] = ()):
         self.size = size
         self.fd = -1
         self.base = self.end = self.write_base = 0
@@ -381,7 +371,7 @@ class Arena:
         self.size = size
         self.base = first.base
         self.write_base = first.write_base
-        self.writer = first.writer
+        self.writer: memoryview | None = first.writer   # None once closed
         self.fd = first.fd
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
         self.punched = 0
@@ -501,8 +491,9 @@ class Arena:
     def write(self, addr: int, data: bytes | bytearray) -> None:
         off = addr - self.base
         n = len(data)
-        if 0 <= off and off + n <= self.size:
-            self.writer[off:off + n] = data
+        writer = self.writer
+        if writer is not None and 0 <= off and off + n <= self.size:
+            writer[off:off + n] = data
         else:
             self._write_far(addr, data, n)
 
@@ -581,7 +572,7 @@ class Arena:
         for r in self.regions:
             r.close()
         self.fd = -1
-        self.writer = None   # type: ignore[assignment]
+        self.writer = None
 
     def resident(self) -> int:
         """Bytes of memory the memfds hold (pages written and not punched)."""
@@ -647,7 +638,7 @@ class Arena:
                 if r.fd >= 0:
                     os.close(r.fd)
                     r.fd = -1
-            self.writer = None   # type: ignore[assignment]
+            self.writer = None
             self.fd = -1
             raise
 

@@ -4,6 +4,9 @@
     python -m hotlink.bench [--quick] [--output DIR] [--only NAME,...]
     hotlink bench ...                      (the same)
     python -m hotlink.bench --table [RESULTS]   print the table of a results file
+    python -m hotlink.bench --readme [RESULTS] [--check]
+                                            rewrite (or check) README.md's figures
+    python -m hotlink.bench --figures [RESULTS] list the figure names README.md can use
 
 Each benchmark script runs as its own subprocess with ``--json PATH`` (and
 ``--quick`` for a smoke run); each one compares hotlink with the
@@ -19,6 +22,14 @@ subprocess (``python -m hotlink.bench --archive-child --json PATH``).
 
 The plots are drawn by ``benchmarks/plots.py`` (matplotlib) from the
 results file, also in a subprocess, so the runner itself needs only ``rich``.
+
+Every benchmark figure in README.md is generated: ``figures()`` formats each
+fact of a results file once, under one name, and ``render_readme`` rewrites
+the regions README.md marks (``<!-- fig:NAME -->...<!-- /fig -->`` inline,
+``<!-- figures:BLOCK -->...<!-- /figures -->`` for the tables and plots).
+A full run that writes into the benchmarks directory updates README.md too;
+``--readme`` does it for an existing results file, and
+``tests/test_readme_figures.py`` fails when README.md is stale.
 
 Scripts that are expected but missing (``compile_parallel.py`` while it is
 being written) are recorded as ``skipped`` with a note; a script that fails
@@ -37,6 +48,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -44,8 +56,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SCHEMA = 1
 
@@ -159,7 +173,7 @@ def machine_info(repo: Path | None = None) -> dict[str, Any]:
         import llvmlite.binding as llvm
         info["llvmlite"] = llvmlite.__version__
         info["llvm"] = ".".join(map(str, llvm.llvm_version_info))
-    except Exception as e:  # noqa: BLE001 - recorded, not fatal here
+    except Exception as e:      # recorded, not fatal here
         info["llvmlite"] = f"unavailable: {e}"
     info["gcc"] = _cmd_out(["gcc", "-dumpfullversion"])
     first = (_cmd_out(["gcc", "--version"]) or "").splitlines()
@@ -170,7 +184,7 @@ def machine_info(repo: Path | None = None) -> dict[str, Any]:
             info[dist] = version(dist)
         except PackageNotFoundError:
             info[dist] = None
-    from . import __version__ as hl_version  # type: ignore[attr-defined]
+    from . import __version__ as hl_version
     info["hotlink"] = hl_version
     if repo is not None:
         commit = _cmd_out(["git", "rev-parse", "HEAD"], cwd=repo)
@@ -216,6 +230,42 @@ def _archive_checks() -> dict[str, Callable[[Callable[[str], int]], None]]:
     return {"zlib": zlib_check, "lua": lua_check}
 
 
+def _archive_methods(session: Any, lljit: Any, arch: str, data: bytes, members: list[bytes], syms: list[str],
+                     check: Callable[[Callable[[str], int]], None]) -> dict[str, Callable[[], int]]:
+    """The two timed ways of linking one archive; each returns nanoseconds."""
+    import llvmlite.binding as llvm
+    clock = time.perf_counter_ns
+    counter = [0]
+
+    def run_hotlink() -> int:
+        counter[0] += 1
+        lib = session.library(f"{arch}{counter[0]}")
+        t0 = clock()
+        lib.add(data)
+        addrs = {s: lib.address(s) for s in syms}
+        t1 = clock()
+        check(addrs.__getitem__)
+        lib.remove()
+        return t1 - t0
+
+    def run_lljit() -> int:
+        counter[0] += 1
+        t0 = clock()
+        b = llvm.JITLibraryBuilder()
+        for m in members:
+            b.add_object_img(m)
+        b.add_current_process()
+        for s in syms:
+            b.export_symbol(s)
+        rt = b.link(lljit, f"{arch}{counter[0]}")
+        t1 = clock()
+        check(rt.__getitem__)
+        rt.close()
+        return t1 - t0
+
+    return {"hotlink": run_hotlink, "lljit": run_lljit}
+
+
 def archive_latency(iterations: int, warmup: int) -> dict[str, Any]:
     """Median time from the archive's bytes (already in memory) to the
     addresses of every symbol its index names, hotlink vs LLJIT, interleaved.
@@ -239,7 +289,6 @@ def archive_latency(iterations: int, warmup: int) -> dict[str, Any]:
     llvm.initialize_native_asmprinter()
     lljit = llvm.create_lljit_compiler()
     checks = _archive_checks()
-    clock = time.perf_counter_ns
     out: dict[str, Any] = {"iterations": iterations, "warmup": warmup, "archives": {}}
     session = hotlink.Session()
     try:
@@ -250,35 +299,7 @@ def archive_latency(iterations: int, warmup: int) -> dict[str, Any]:
             data = path.read_bytes()
             members, syms = _archive_members(data, str(path))
             check = checks[arch]
-            counter = [0]
-
-            def run_hotlink() -> int:
-                counter[0] += 1
-                lib = session.library(f"{arch}{counter[0]}")
-                t0 = clock()
-                lib.add(data)
-                addrs = {s: lib.address(s) for s in syms}
-                t1 = clock()
-                check(addrs.__getitem__)
-                lib.remove()
-                return t1 - t0
-
-            def run_lljit() -> int:
-                counter[0] += 1
-                t0 = clock()
-                b = llvm.JITLibraryBuilder()
-                for m in members:
-                    b.add_object_img(m)
-                b.add_current_process()
-                for s in syms:
-                    b.export_symbol(s)
-                rt = b.link(lljit, f"{arch}{counter[0]}")
-                t1 = clock()
-                check(rt.__getitem__)
-                rt.close()
-                return t1 - t0
-
-            methods = {"hotlink": run_hotlink, "lljit": run_lljit}
+            methods = _archive_methods(session, lljit, arch, data, members, syms, check)
             names = list(methods)
             samples: dict[str, list[float]] = {m: [] for m in names}
             gc_on = gc.isenabled()
@@ -415,17 +436,16 @@ def command_for(name: str, bdir: Path, quick: bool, json_path: Path) -> list[str
 
 # --- the summary: the figures the table and plots use ------------------------------
 
-def summarize_link_latency(d: dict) -> dict:
-    r = d["results"]
-    out = {"iterations": d.get("iterations"), "methods": {}}
-    for m, v in r.items():
-        out["methods"][m] = {"median_us": v["median_us"], "min_us": v["min_us"], "p90_us": v["p90_us"],
-                             "ratio_vs_dlopen": v.get("ratio_vs_dlopen")}
-    return out
+def summarize_link_latency(d: dict[str, Any]) -> dict[str, Any]:
+    methods: dict[str, Any] = {}
+    for m, v in d["results"].items():
+        methods[m] = {"median_us": v["median_us"], "min_us": v["min_us"], "p90_us": v["p90_us"],
+                      "ratio_vs_dlopen": v.get("ratio_vs_dlopen")}
+    return {"iterations": d.get("iterations"), "methods": methods}
 
 
-def summarize_archive_latency(d: dict) -> dict:
-    out = {}
+def summarize_archive_latency(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for arch, a in d["archives"].items():
         if "error" in a:
             out[arch] = {"error": a["error"]}
@@ -437,10 +457,11 @@ def summarize_archive_latency(d: dict) -> dict:
     return out
 
 
-def summarize_churn(d: dict) -> dict:
+def summarize_churn(d: dict[str, Any]) -> dict[str, Any]:
     # a child that died reports no "warmup" of its own: it is the same for all methods
     warmups = [r["warmup"] for r in d["results"] if isinstance(r.get("warmup"), int)]
-    out = {"cycles": d["cycles"], "warmup": warmups[0] if warmups else None, "methods": {}}
+    out: dict[str, Any] = {"cycles": d["cycles"], "warmup": warmups[0] if warmups else None,
+                           "distinct": d.get("distinct"), "methods": {}}
     for r in d["results"]:
         m = r["method"]
         s = {"died": "error" in r, "error": r.get("error")}
@@ -454,20 +475,23 @@ def summarize_churn(d: dict) -> dict:
     return out
 
 
-def summarize_footprint(d: dict) -> dict:
-    out = {"units": d["units"], "methods": {}}
+def summarize_footprint(d: dict[str, Any]) -> dict[str, Any]:
+    warmups = [r["warmup"] for r in d["results"] if isinstance(r.get("warmup"), int)]
+    out: dict[str, Any] = {"units": d["units"], "warmup": warmups[0] if warmups else None, "methods": {}}
     for r in d["results"]:
         m = r["method"]
         if "error" in r:
             out["methods"][m] = {"error": r["error"]}
             continue
+        detail = r.get("per_unit_detail", {})
         out["methods"][m] = {"bytes_per_unit": r["per_unit"],
-                             "pss_bytes_per_unit": r.get("per_unit_detail", {}).get("Pss"),
+                             "pss_bytes_per_unit": detail.get("Pss"),
+                             "shmem_bytes_per_unit": detail.get("RssShmem"),
                              "us_per_load": r.get("us_per_load")}
     return out
 
 
-def summarize_hotpatch(d: dict) -> dict:
+def summarize_hotpatch(d: dict[str, Any]) -> dict[str, Any]:
     st, rp = d["stub"], d["replace"]
     return {"ns_per_call": dict(st["ns_per_call"]), "stub_extra_ns": st["stub_extra_ns"],
             "calls_per_rep": st.get("calls_per_rep"), "reps": st.get("reps"),
@@ -475,17 +499,24 @@ def summarize_hotpatch(d: dict) -> dict:
             "replace_iterations": rp.get("iterations")}
 
 
-def summarize_compile_parallel(d: dict) -> dict:
+def summarize_compile_parallel(d: dict[str, Any]) -> dict[str, Any]:
     warm = d["warm_cache_seconds"]
-    return {"modules": d["modules"], "cpus": d.get("cpus"), "reps": d.get("reps"),
-            "median_seconds": dict(d["median_seconds"]),
-            "speedup_2_vs_1": d["speedup_2_vs_1"],
-            "cold_cache_seconds": d["cold_cache_seconds"],
-            "warm_cache_seconds": statistics.median(warm) if isinstance(warm, list) else warm,
-            "cache_speedup": d["cache_speedup"]}
+    sizes = d.get("instructions") or []
+    out = {"modules": d["modules"], "cpus": d.get("cpus"), "reps": d.get("reps"),
+           "instructions_min": min(sizes) if sizes else None,
+           "instructions_max": max(sizes) if sizes else None,
+           "median_seconds": dict(d["median_seconds"]),
+           "speedup_2_vs_1": d["speedup_2_vs_1"],
+           "cold_cache_seconds": d["cold_cache_seconds"],
+           "warm_cache_seconds": statistics.median(warm) if isinstance(warm, list) else warm,
+           "cache_speedup": d["cache_speedup"]}
+    if d.get("contended_speedup") is not None:      # recorded by compile_parallel.py since issue 14
+        out["contended_seconds"] = statistics.median(d["contended_seconds"])
+        out["contended_speedup"] = d["contended_speedup"]
+    return out
 
 
-SUMMARIZERS: dict[str, Callable[[dict], dict]] = {
+SUMMARIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "link_latency": summarize_link_latency,
     "archive_latency": summarize_archive_latency,
     "churn": summarize_churn,
@@ -495,7 +526,39 @@ SUMMARIZERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-# --- the table ------------------------------------------------------------------
+def summaries(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The summary of every benchmark that ran, recomputed from its raw data
+    (so a field added to a summarizer is there for an older results file
+    too); a benchmark without a summarizer keeps the summary it recorded."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, rec in results["benchmarks"].items():
+        if rec.get("status") != "ok":
+            continue
+        if name in SUMMARIZERS and isinstance(rec.get("data"), dict):
+            out[name] = SUMMARIZERS[name](rec["data"])
+        elif isinstance(rec.get("summary"), dict):
+            out[name] = rec["summary"]
+    return out
+
+
+# --- the figures: every number the README shows, formatted once -------------------
+#
+# ``figures(results)`` maps a name (``link.tiny.hotlink_over_dlopen``) to the
+# text of that figure (``1.13×``).  The tables, the console ratios and every
+# marked figure in README.md take their text from this one mapping, so one
+# fact has one text wherever it appears.  ``render_readme`` rewrites the
+# marked regions of README.md:
+#
+#     <!-- fig:NAME -->TEXT<!-- /fig -->        an inline figure (never at the start of a line)
+#     <!-- figures:BLOCK -->                    a generated block: performance_table,
+#     ...                                       compile_table or plots
+#     <!-- /figures -->
+#
+# ``python -m hotlink.bench --figures`` lists every name with its text.
+
+class FigureError(ValueError):
+    """README.md names a figure the results file cannot give, or its markers are malformed."""
+
 
 def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
     if x is None:
@@ -507,108 +570,328 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
     return f"{s} {unit}".rstrip()
 
 
-def table(results: dict) -> str:
-    """The README table: one row per figure, one column per method."""
-    S = {k: v.get("summary") for k, v in results["benchmarks"].items() if v.get("status") == "ok"}
-    rows: list[list[str]] = []
+def _count(n: int) -> str:
+    """1,000; a large exact power of ten as 10⁸."""
+    if n >= 10**6 and str(n).rstrip("0") == "1":
+        return "10" + str(len(str(n)) - 1).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return f"{n:,}"
 
-    def cell(x: float | None, unit: str, digits: int = 1, died: bool = False) -> str:
-        return _fmt(x, unit, digits) + (" (died)" if died else "")
+
+def _size(b: float) -> str:
+    """A memory size in B, KiB or MiB (a negative size keeps its sign)."""
+    if abs(b) >= 2**20:
+        return f"{b / 2**20:,.1f} MiB"
+    return f"{b / 1024:,.0f} KiB" if abs(b) >= 1024 else f"{b:,.0f} B"
+
+
+def _duration(seconds: float) -> str:
+    """2.58 s, 1,409 ms, 2.1 ms, 32 µs."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:,.0f} ms"
+    if ms >= 1:
+        return f"{ms:.1f} ms"
+    us = ms * 1e3
+    return f"{us:.0f} µs" if us >= 10 else f"{us:.1f} µs"
+
+
+def _ratio(r: float, digits: int = 2) -> str:
+    return f"{r:,.{digits}f}×"
+
+
+def _range(values: list[Any], fmt: Callable[[Any], str]) -> str:
+    """``1.24–1.36×`` (the unit once), or one figure if they print the same."""
+    lo, hi = fmt(min(values)), fmt(max(values))
+    if lo == hi:
+        return lo
+    num = lo.rstrip("×").split(" ")[0]
+    return f"{num}–{hi}"
+
+
+def software_line(m: dict[str, Any]) -> str:
+    """Debian 12, Linux 6.18, Python 3.11.7, llvmlite 0.50.0 with LLVM 22.1.0, gcc 12.2.0, glibc 2.36."""
+    bits = []
+    if m.get("distribution"):
+        bits.append(re.sub(r"\s*\(.*\)$", "", m["distribution"]).replace(" GNU/Linux", ""))
+    if m.get("kernel"):
+        bits.append("Linux " + ".".join(re.split(r"[.-]", m["kernel"])[:2]))
+    bits.append(f"Python {m.get('python')}")
+    bits.append(f"llvmlite {m.get('llvmlite')} with LLVM {m.get('llvm')}")
+    if m.get("gcc"):
+        bits.append(f"gcc {m['gcc']}")
+    if m.get("libc"):
+        bits.append(m["libc"])
+    return ", ".join(bits)
+
+
+# the compile methods' names in results.json -> figure names (time; speed-up over 1 worker)
+COMPILE_METHODS = {"1 worker": ("compile.one_worker", None),
+                   "2 workers": ("compile.two_workers", "compile.speedup"),
+                   "2 threads (in-process)": ("compile.two_threads", "compile.two_threads_speedup")}
+
+
+def figures(results: dict[str, Any]) -> dict[str, str]:
+    """Every figure of a results file, by name, as the README shows it."""
+    S = summaries(results)
+    B = results["benchmarks"]
+    F: dict[str, str] = {}
+
+    m = results.get("machine", {})
+    if m.get("cpus_usable"):
+        F["machine.cpus"] = str(m["cpus_usable"])
+    if m.get("cpu_model"):
+        F["machine.cpu"] = m["cpu_model"]
+    F["machine.software"] = software_line(m)
+    if m.get("vm_max_map_count"):
+        F["machine.vm_max_map_count"] = _count(m["vm_max_map_count"])
+    if results.get("seconds"):
+        F["run.minutes"] = str(max(1, round(results["seconds"] / 60)))
+    shares = [r["cpu"]["other_share"] for r in B.values()
+              if r.get("status") == "ok" and isinstance(r.get("cpu", {}).get("other_share"), (int, float))]
+    if shares:
+        worst = max(shares)
+        F["run.other_cpu_share"] = "under 1%" if worst < 0.01 else f"up to {worst:.0%}"
 
     ll = S.get("link_latency")
     if ll:
-        m = ll["methods"]
-        rows.append(["link a tiny object (median)"] + [cell(m.get(k, {}).get("median_us"), "µs")
-                                                      for k in ("hotlink", "dlopen", "lljit", "mcjit")])
+        if ll.get("iterations"):
+            F["link.tiny.iterations"] = _count(ll["iterations"])
+        med = {k: v["median_us"] for k, v in ll["methods"].items()}
+        for k, v in med.items():
+            F[f"link.tiny.{k}"] = _fmt(v, "µs")
+        h = med.get("hotlink")
+        for k in ("dlopen", "lljit", "mcjit"):
+            if h and med.get(k):
+                F[f"link.tiny.hotlink_over_{k}"] = _ratio(h / med[k])
+
     al = S.get("archive_latency")
     if al:
-        for arch, a in al.items():
-            if "error" in a:
-                continue
-            rows.append([f"link all of {arch} ({a['members']} members, {a['symbols']} symbols; median)",
-                         cell(a["hotlink_ms"], "ms", 2), "—", cell(a["lljit_ms"], "ms", 2), "—"])
+        its = B["archive_latency"].get("data", {}).get("iterations")
+        if its:
+            F["link.archive.iterations"] = _count(its)
+        ok = {arch: a for arch, a in al.items() if "error" not in a}
+        for arch, a in ok.items():
+            F[f"link.{arch}.members"] = _count(a["members"])
+            F[f"link.{arch}.symbols"] = _count(a["symbols"])
+            F[f"link.{arch}.hotlink"] = _fmt(a["hotlink_ms"], "ms", 2)
+            F[f"link.{arch}.lljit"] = _fmt(a["lljit_ms"], "ms", 2)
+            F[f"link.{arch}.lljit_over_hotlink"] = _ratio(a["lljit_over_hotlink"])
+        if ok:
+            F["link.archives.lljit_over_hotlink"] = _range([a["lljit_over_hotlink"] for a in ok.values()], _ratio)
+
     ch = S.get("churn")
     if ch:
-        m = ch["methods"]
+        F["churn.cycles"] = _count(ch["cycles"])
+        if ch.get("warmup") is not None:
+            F["churn.warmup"] = _count(ch["warmup"])
+        if ch.get("distinct"):
+            F["churn.distinct"] = _count(ch["distinct"])
+        for k, v in ch["methods"].items():
+            if v.get("growth") is not None:
+                F[f"churn.{k}.growth"] = _size(v["growth"])
+            per = v.get("growth_per_cycle")
+            if per is not None:
+                F[f"churn.{k}.growth_per_cycle"] = f"{per:,.1f} B" if abs(per) < 10 else f"{per:,.0f} B"
+            if v.get("last_cycle"):
+                F[f"churn.{k}.last_cycle"] = _count(v["last_cycle"])
+            if v.get("mappings_last"):
+                F[f"churn.{k}.mappings_last"] = _count(v["mappings_last"])
 
-        def g(k: str) -> str:
-            v = m.get(k)
-            if not v or v.get("growth") is None:
-                return "—"
-            done = v.get("last_cycle")
-            gr = v["growth"]
-            s = f"{gr / 2**20:+,.1f} MiB" if abs(gr) >= 2**20 else f"{gr / 1024:+,.0f} KiB"
-            if v.get("growth_per_cycle") is not None:
-                per = v["growth_per_cycle"]
-                s += f" ({per:,.1f} B/cycle)" if abs(per) < 10 else f" ({per:,.0f} B/cycle)"
-            if v.get("died"):
-                s += f"; died after cycle {done:,}"
-            return s
-        rows.append([f"RSS growth over {ch['cycles']:,} add/call/remove cycles, after {ch['warmup'] or 0:,} warm-up",
-                     g("hotlink"), "—", g("lljit"), g("mcjit")])
     fp = S.get("footprint")
     if fp:
-        m = fp["methods"]
-        rows.append([f"resident bytes per loaded tiny unit ({fp['units']:,} units)"] +
-                    [cell(m.get(k, {}).get("bytes_per_unit"), "B", 0) for k in ("hotlink", "dlopen", "lljit")] + ["—"])
+        F["footprint.units"] = _count(fp["units"])
+        if fp.get("warmup") is not None:
+            F["footprint.warmup"] = _count(fp["warmup"])
+            F["footprint.measured_units"] = _count(fp["units"] - fp["warmup"])
+        fm = {k: v for k, v in fp["methods"].items() if "error" not in v}
+        for k, v in fm.items():
+            F[f"footprint.{k}.bytes"] = _fmt(v["bytes_per_unit"], "B", 0)
+            if v.get("pss_bytes_per_unit") is not None:
+                F[f"footprint.{k}.pss_bytes"] = _fmt(v["pss_bytes_per_unit"], "B", 0)
+            if v.get("shmem_bytes_per_unit") is not None:
+                F[f"footprint.{k}.shmem_bytes"] = _size(v["shmem_bytes_per_unit"])
+            if v.get("us_per_load") is not None:
+                F[f"footprint.{k}.load"] = _fmt(v["us_per_load"], "µs", 0)
+        h = fm.get("hotlink", {}).get("bytes_per_unit")
+        for k in ("dlopen", "lljit"):
+            o = fm.get(k, {}).get("bytes_per_unit")
+            if h and o:
+                F[f"footprint.{k}_over_hotlink"] = _ratio(o / h, 0)
+
     hp = S.get("hotpatch")
     if hp:
         ns = hp["ns_per_call"]
-        rows.append(["call from JIT code: direct / through a patchable stub / via PLT (median)",
-                     f"{_fmt(ns.get('direct'), '', 2)} / {_fmt(ns.get('stub'), 'ns', 2)}",
-                     _fmt(ns.get("dlopen (PLT)"), "ns", 2), "—", "—"])
-        rows.append(["replace a tiny function (median; LLJIT: link new library + drop old)",
-                     cell(hp["hotlink_replace_us"], "µs"), "—", cell(hp["lljit_relink_us"], "µs"), "—"])
+        for k, name in (("direct", "direct"), ("stub", "stub"), ("dlopen (PLT)", "plt")):
+            if ns.get(k) is not None:
+                F[f"hotpatch.call.{name}"] = _fmt(ns[k], "ns", 2)
+        if ns.get("direct") is not None:
+            F["hotpatch.call.about"] = f"{ns['direct']:.0f} ns"     # "medians of about 1 ns"
+        F["hotpatch.stub_extra"] = _fmt(hp["stub_extra_ns"], "ns", 2)
+        if hp.get("calls_per_rep"):
+            F["hotpatch.calls_per_rep"] = _count(hp["calls_per_rep"])
+        if hp.get("reps"):
+            F["hotpatch.reps"] = _count(hp["reps"])
+        F["hotpatch.replace.hotlink"] = _fmt(hp["hotlink_replace_us"], "µs")
+        F["hotpatch.replace.lljit"] = _fmt(hp["lljit_relink_us"], "µs")
+        if hp.get("replace_iterations"):
+            F["hotpatch.replace.iterations"] = _count(hp["replace_iterations"])
+
     cp = S.get("compile_parallel")
     if cp:
+        F["compile.modules"] = _count(cp["modules"])
+        if cp.get("reps"):
+            F["compile.reps"] = _count(cp["reps"])
+        if cp.get("instructions_min") is not None:
+            F["compile.instructions"] = _range([cp["instructions_min"], cp["instructions_max"]], _count)
         med = cp["median_seconds"]
-        rows.append([f"compile {cp['modules']} IR modules: 1 → 2 worker processes (median)",
-                     f"{med['1 worker']:.2f} → {med['2 workers']:.2f} s ({cp['speedup_2_vs_1']:.2f}×)",
-                     "—", "—", "—"])
-        rows.append(["same compile: cold → warm object cache",
-                     f"{cp['cold_cache_seconds'] * 1e3:,.0f} → {cp['warm_cache_seconds'] * 1e3:.1f} ms "
-                     f"({cp['cache_speedup']:,.0f}×)", "—", "—", "—"])
-    head = ["figure", "hotlink", "dlopen", "LLJIT", "MCJIT"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        one = med.get("1 worker")
+        for k, (name, speedup) in COMPILE_METHODS.items():
+            if med.get(k) is not None:
+                F[name] = _duration(med[k])
+                if one and speedup:
+                    F[speedup] = _ratio(one / med[k])
+        F["compile.cold_cache"] = _duration(cp["cold_cache_seconds"])
+        F["compile.warm_cache"] = _duration(cp["warm_cache_seconds"])
+        if one:
+            F["compile.cold_cache_speedup"] = _ratio(one / cp["cold_cache_seconds"])
+        F["compile.cache_speedup"] = _ratio(cp["cache_speedup"], 0)
+        if cp.get("contended_speedup") is not None:
+            F["compile.contended"] = _duration(cp["contended_seconds"])
+            F["compile.contended_speedup"] = _ratio(cp["contended_speedup"])
+    return F
+
+
+# --- the tables -------------------------------------------------------------------
+
+def _markdown_table(head: list[str], align: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def ratios(results: dict) -> list[str]:
-    """Headline ratios, as sentences."""
-    S = {k: v.get("summary") for k, v in results["benchmarks"].items() if v.get("status") == "ok"}
-    out = []
-    ll = S.get("link_latency")
-    if ll:
-        m = ll["methods"]
-        h = m.get("hotlink", {}).get("median_us")
-        for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT"), ("mcjit", "MCJIT")):
-            o = m.get(k, {}).get("median_us")
-            if h and o:
-                out.append(f"tiny-object link: hotlink/{label} = {h / o:.2f}")
+def table(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
+    """The README's Performance table: one row per figure, one column per method."""
+    F = figures(results) if F is None else F
+    S = summaries(results)
+    g = F.get
+    rows: list[list[str]] = []
+    if "link_latency" in S:
+        rows.append(["link a tiny object (median)"]
+                    + [g(f"link.tiny.{k}", "—") for k in ("hotlink", "dlopen", "lljit", "mcjit")])
     for arch, a in (S.get("archive_latency") or {}).items():
-        if "lljit_over_hotlink" in a:
-            out.append(f"{arch} archive link: LLJIT/hotlink = {a['lljit_over_hotlink']:.2f}")
-    fp = S.get("footprint")
-    if fp:
-        m = fp["methods"]
-        h = m.get("hotlink", {}).get("bytes_per_unit")
-        for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT")):
-            o = m.get(k, {}).get("bytes_per_unit")
-            if h and o:
-                out.append(f"resident bytes per unit: {label}/hotlink = {o / h:.1f}")
-    hp = S.get("hotpatch")
-    if hp:
-        out.append(f"stub call overhead: {hp['stub_extra_ns']:+.2f} ns per call; replace: "
-                   f"LLJIT relink/hotlink replace = {hp['lljit_relink_us'] / hp['hotlink_replace_us']:.2f}")
-    cp = S.get("compile_parallel")
-    if cp:
-        out.append(f"compile: 2 workers vs 1 = {cp['speedup_2_vs_1']:.2f}×; "
-                   f"warm cache vs cold = {cp['cache_speedup']:,.0f}×")
+        if "error" not in a:
+            rows.append([f"link all of {arch} ({F[f'link.{arch}.members']} members, "
+                         f"{F[f'link.{arch}.symbols']} symbols; median)",
+                         F[f"link.{arch}.hotlink"], "—", F[f"link.{arch}.lljit"], "—"])
+    ch = S.get("churn")
+    if ch:
+        def growth(k: str) -> str:
+            v = ch["methods"].get(k)
+            if not v or v.get("growth") is None:
+                return "—"
+            s = ("+" if v["growth"] >= 0 else "") + F[f"churn.{k}.growth"]
+            if f"churn.{k}.growth_per_cycle" in F:
+                s += f" ({F[f'churn.{k}.growth_per_cycle']}/cycle)"
+            if v.get("died"):
+                s += f"; died after cycle {F[f'churn.{k}.last_cycle']}"
+            return s
+        rows.append([f"RSS growth over {F['churn.cycles']} add/call/remove cycles, "
+                     f"after {g('churn.warmup', '0')} warm-up",
+                     growth("hotlink"), "—", growth("lljit"), growth("mcjit")])
+    if "footprint" in S:
+        rows.append([f"resident bytes per loaded tiny unit ({F['footprint.units']} units)"]
+                    + [g(f"footprint.{k}.bytes", "—") for k in ("hotlink", "dlopen", "lljit")] + ["—"])
+    if "hotpatch" in S:
+        rows.append(["call from JIT code: direct / through a patchable stub / via PLT (median)",
+                     f"{g('hotpatch.call.direct', '—')} / {g('hotpatch.call.stub', '—')}",
+                     g("hotpatch.call.plt", "—"), "—", "—"])
+        rows.append(["replace a tiny function (median; LLJIT: link new library + drop old)",
+                     F["hotpatch.replace.hotlink"], "—", F["hotpatch.replace.lljit"], "—"])
+    if "compile_parallel" in S:
+        rows.append([f"compile {F['compile.modules']} IR modules: 1 → 2 worker processes (median)",
+                     f"{F['compile.one_worker']} → {F['compile.two_workers']} ({F['compile.speedup']})",
+                     "—", "—", "—"])
+        rows.append(["same compile: cold → warm object cache",
+                     f"{F['compile.cold_cache']} → {F['compile.warm_cache']} ({F['compile.cache_speedup']})",
+                     "—", "—", "—"])
+    return _markdown_table(["figure", "hotlink", "dlopen", "LLJIT", "MCJIT"], ["---"] + ["---:"] * 4, rows)
+
+
+def compile_table(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
+    """The README's Compile performance table: every way of compiling the same modules."""
+    F = figures(results) if F is None else F
+    cp = summaries(results).get("compile_parallel")
+    if not cp:
+        return ""
+    n = cp["modules"]
+    med = cp["median_seconds"]
+    rows: list[list[str]] = []
+    for k, (name, speedup) in COMPILE_METHODS.items():
+        if med.get(k) is not None:
+            rows.append([k, F[name], _duration(med[k] / n), F[speedup] if speedup else _ratio(1.0)])
+    if cp.get("contended_speedup") is not None:
+        rows.append(["2 workers, another CPU-bound process running", F["compile.contended"],
+                     _duration(cp["contended_seconds"] / n), F["compile.contended_speedup"]])
+    rows.append(["cold cache (2 workers)", F["compile.cold_cache"], _duration(cp["cold_cache_seconds"] / n),
+                 F.get("compile.cold_cache_speedup", "—")])
+    rows.append(["warm cache", F["compile.warm_cache"], _duration(cp["warm_cache_seconds"] / n),
+                 f"{F['compile.cache_speedup']} vs the cold cache"])
+    return _markdown_table(["method", "total", "per module", "speed-up vs 1 worker"],
+                           ["---", "---:", "---:", "---:"], rows)
+
+
+PLOT_TITLES = {
+    "plot_link_latency.png": "Link latency: tiny object and whole archives",
+    "plot_churn.png": "Resident memory over {churn.cycles} add/remove cycles",
+    "plot_footprint.png": "Resident bytes per loaded tiny unit",
+    "plot_hotpatch.png": "Stub call overhead and replace latency",
+    "plot_compile.png": "Parallel compile and object cache speedups",
+}
+
+
+def plots_markdown(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
+    """The README's plot images: the plots this run drew, in PLOTS order."""
+    F = figures(results) if F is None else F
+    drawn = results.get("plots") or {}
+    lines = []
+    for name in [p for p in PLOTS if p in drawn] + [p for p in drawn if p not in PLOTS]:
+        title = re.sub(r"\{([\w.]+)\}", lambda m: F.get(m[1], "many"), PLOT_TITLES.get(name, str(name)))
+        lines.append(f"![{title}](benchmarks/{name})")
+    return "\n\n".join(lines)
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
+    "performance_table": table,
+    "compile_table": compile_table,
+    "plots": plots_markdown,
+}
+
+
+def ratios(results: dict[str, Any]) -> list[str]:
+    """Headline ratios, as sentences (printed after a run)."""
+    F = figures(results)
+    out = []
+    for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT"), ("mcjit", "MCJIT")):
+        if f"link.tiny.hotlink_over_{k}" in F:
+            out.append(f"tiny-object link: hotlink/{label} = {F[f'link.tiny.hotlink_over_{k}']}")
+    for arch in ARCHIVES:
+        if f"link.{arch}.lljit_over_hotlink" in F:
+            out.append(f"{arch} archive link: LLJIT/hotlink = {F[f'link.{arch}.lljit_over_hotlink']}")
+    for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT")):
+        if f"footprint.{k}_over_hotlink" in F:
+            out.append(f"resident bytes per unit: {label}/hotlink = {F[f'footprint.{k}_over_hotlink']}")
+    if "hotpatch.stub_extra" in F:
+        out.append(f"stub call overhead: {F['hotpatch.stub_extra']} per call; replace: hotlink "
+                   f"{F['hotpatch.replace.hotlink']}, LLJIT relink {F['hotpatch.replace.lljit']}")
+    if "compile.speedup" in F:
+        out.append(f"compile: 2 workers vs 1 = {F['compile.speedup']}; "
+                   f"warm cache vs cold = {F['compile.cache_speedup']}")
     return out
 
 
-def machine_line(m: dict) -> str:
+def machine_line(m: dict[str, Any]) -> str:
     bits = [f"{m.get('cpu_model')}, {m.get('cpus_usable')} cores"]
     if m.get("virtualization"):
         bits[0] += f" (virtualized: {m['virtualization']})"
@@ -621,6 +904,76 @@ def machine_line(m: dict) -> str:
     if m.get("libc"):
         bits.append(m["libc"])
     return "; ".join(bits)
+
+
+# --- the README -------------------------------------------------------------------
+
+_INLINE = re.compile(r"<!-- fig:(?P<name>[^\s>]+) -->(?P<text>.*?)<!-- /fig -->")
+_BLOCK = re.compile(r"<!-- figures:(?P<name>[^\s>]+) -->\n(?P<body>.*?)<!-- /figures -->", re.DOTALL)
+_MARKER = re.compile(r"<!-- /?figs?(?:ures)?\b[^>]*-->")
+
+
+def render_readme(text: str, results: dict[str, Any]) -> str:
+    """``text`` (a README) with every marked figure and block rewritten from
+    ``results``; everything outside the markers is kept as it is.  Raises
+    FigureError for a name the results cannot give or a malformed marker."""
+    F = figures(results)
+    problems: list[str] = []
+
+    def line_of(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    def block(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in BLOCKS:
+            problems.append(f"line {line_of(m.start())}: unknown block figures:{name} "
+                            f"(known: {', '.join(BLOCKS)})")
+            return m[0]
+        try:
+            body = BLOCKS[name](results, F).strip("\n")
+        except KeyError as e:
+            problems.append(f"line {line_of(m.start())}: block figures:{name} needs {e}, "
+                            "which the results file lacks")
+            return m[0]
+        inner = f"\n{body}\n\n" if body else ""
+        return f"<!-- figures:{name} -->\n{inner}<!-- /figures -->"
+
+    def inline(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in F:
+            problems.append(f"line {line_of(m.start())}: no figure {name!r} in the results file")
+            return m[0]
+        return f"<!-- fig:{name} -->{F[name]}<!-- /fig -->"
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("<!-- fig:"):
+            problems.append(f"line {n}: an inline figure starts the line (Markdown would end the "
+                            "paragraph there): move a word in front of it")
+    leftover = _INLINE.sub("", _BLOCK.sub("", text))
+    for m in _MARKER.finditer(leftover):
+        problems.append(f"unmatched marker {m[0]!r} (an inline figure must open and close on one line; "
+                        "a block closes with <!-- /figures -->)")
+    # blocks first: their bodies are generated whole; then the inline figures of the prose
+    out = _INLINE.sub(inline, _BLOCK.sub(block, text))
+    if problems:
+        raise FigureError("README figures:\n  " + "\n  ".join(problems))
+    return out
+
+
+def update_readme(readme: Path, results: dict[str, Any], check: bool = False) -> tuple[bool, str]:
+    """Rewrite ``readme``'s figures from ``results`` (or, with ``check``, only
+    compare).  Returns (up to date before the call, a message)."""
+    old = readme.read_text()
+    new = render_readme(old, results)
+    if new == old:
+        return True, f"{readme}: figures up to date"
+    if check:
+        import difflib
+        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"{readme} (committed)",
+                                    f"{readme} (rendered from the results)", lineterm="", n=0)
+        return False, "\n".join(diff)
+    readme.write_text(new)
+    return False, f"updated the figures in {readme}"
 
 
 # --- the runner -----------------------------------------------------------------
@@ -654,8 +1007,14 @@ class _Rich:
 
     def __init__(self, total: int):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         self.console = Console(stderr=True)
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[bench]:<16}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
@@ -712,7 +1071,7 @@ def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
             while True:
                 jpath.unlink(missing_ok=True)
                 before = cpu_counters()
-                rc, stdout, stderr, secs = run_child(cmd, bdir.parent, timeout, lambda s, n=name: prog.line(n, s))
+                rc, stdout, stderr, secs = run_child(cmd, bdir.parent, timeout, partial(prog.line, name))
                 if rc is not None and rc < 0 and len(crashes) < retries:
                     # killed by a signal (an LLVM assertion aborts the process): keep
                     # the evidence, run it again from scratch
@@ -786,6 +1145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true", help="plain progress lines instead of a progress bar")
     ap.add_argument("--table", nargs="?", const="", metavar="RESULTS",
                     help="print the Markdown table of a results file (default: <benchmarks>/results.json) and exit")
+    ap.add_argument("--readme", nargs="?", const="", metavar="RESULTS",
+                    help="rewrite the marked figures of README.md from a results file (default: "
+                         "<benchmarks>/results.json) and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="with --readme: change nothing, show what differs and exit 1 if README.md is stale")
+    ap.add_argument("--figures", nargs="?", const="", metavar="RESULTS",
+                    help="list every figure name a README marker can use, with its text, and exit")
     ap.add_argument("--archive-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -800,6 +1166,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Machine: {machine_line(res['machine'])}\n")
         print(table(res))
         return 0
+    if args.figures is not None:
+        path = Path(args.figures) if args.figures else bdir / "results.json"
+        for name, text in sorted(figures(json.loads(path.read_text())).items()):
+            print(f"{name} = {text}")
+        return 0
+    if args.readme is not None:
+        path = Path(args.readme) if args.readme else bdir / "results.json"
+        try:
+            fresh, message = update_readme(bdir.parent / "README.md", json.loads(path.read_text()), args.check)
+        except FigureError as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(message)
+        return 0 if fresh or not args.check else 1
+    if args.check:
+        ap.error("--check goes with --readme")
 
     out_dir = Path(args.output).resolve() if args.output else bdir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -816,7 +1198,8 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     machine = machine_info(bdir.parent)
-    cmdline = "python -m hotlink.bench" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    cmdline = "python -m hotlink.bench" + "".join(f" {shlex.quote(a)}"
+                                                  for a in (sys.argv[1:] if argv is None else argv))
     print(f"hotlink bench{' --quick' if args.quick else ''}: {len(names)} benchmarks from {bdir}\n"
           f"machine: {machine_line(machine)}", file=sys.stderr, flush=True)
     load_start = os.getloadavg()
@@ -847,6 +1230,16 @@ def main(argv: list[str] | None = None) -> int:
         results["seconds"] = round(time.perf_counter() - t0, 1)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
 
+    readme_note = None
+    readme = bdir.parent / "README.md"
+    if out_dir == bdir and readme.is_file() and not args.quick and not args.only:
+        # the results the README cites were just replaced by a full run: its figures follow them
+        # (a smoke run's figures never reach the README; tests/test_readme_figures.py then fails)
+        try:
+            readme_note = update_readme(readme, results)[1]
+        except FigureError as e:
+            readme_note = f"README.md figures NOT updated ({e})"
+
     print(f"\nMachine: {machine_line(machine)}\n")
     print(results["table_markdown"])
     if results["ratios"]:
@@ -868,6 +1261,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{n} ({v:.0%})" for n, v in busy.items()) + "; their timings are less reliable")
     if plot_problem:
         print(f"\nplots: {plot_problem}")
+    if readme_note:
+        print(f"\n{readme_note}")
     print(f"\nwrote {results_path}" + "".join(f"\nwrote {out_dir / w}" for w in results["plots"])
           + f"\n({results['seconds']:.0f} s in all)")
     return 1 if failed or plot_problem else 0

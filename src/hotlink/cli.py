@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from . import libc
 from .errors import LinkError
-
-_libc = ctypes.CDLL(None)
 
 
 def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence[str]) -> int:
@@ -24,9 +23,9 @@ def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence
         main = lib.function(entry, ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)])
         sys.stdout.flush()
         try:
-            rc = main(len(argv), c_argv)
+            rc: int = main(len(argv), c_argv)      # restype c_int: ctypes gives an int
         finally:
-            _libc.fflush(None)   # the program's stdio buffers, before Python prints more
+            libc.fflush(None)    # the program's stdio buffers, before Python prints more
         return rc
 
 
@@ -47,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="link FILEs (.o, .a, .ll, .bc, .c, .cpp) and call the entry point, like lli",
                          description="Link the files into one library, call ENTRY(argc, argv) with "
                                      "the arguments after '--', and exit with its return value.")
-    run.add_argument("files", nargs="+", metavar="FILE", help="ELF objects (.o), static archives (.a), LLVM IR (.ll, .bc), C/C++ source (.c, .cpp)")
+    run.add_argument("files", nargs="+", metavar="FILE",
+                     help="ELF objects (.o), static archives (.a), LLVM IR (.ll, .bc), C/C++ source (.c, .cpp)")
     run.add_argument("--entry", default="main", help="function to call (default: main)")
     run.add_argument("--shared", action="append", default=[], metavar="SO",
                      help="also resolve symbols from this shared object (repeatable)")

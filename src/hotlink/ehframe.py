@@ -77,9 +77,10 @@ from __future__ import annotations
 import bisect
 import re
 import struct
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .elf import SHF_EXECINSTR, STT_FUNC, STT_OBJECT
+from .elf import SHF_EXECINSTR, STT_FUNC, STT_OBJECT, Rela
 from .errors import MalformedObjectError
 from .x86_64 import NAMES, R_32, R_32S, R_64, R_GOTPCREL, R_NONE, R_PC32, R_PC64
 
@@ -189,7 +190,7 @@ def _encoding(enc: int, letter: str) -> None:
         raise _Bad(f"'R' encoding {enc:#04x} is not fixed-size")
 
 
-def _pointer(d: bytes, p: int, end: int, enc: int, rel: dict, used: list, what: str) -> int:
+def _pointer(d: bytes, p: int, end: int, enc: int, rel: dict[int, int], used: list[int], what: str) -> int:
     """Check the encoded pointer at ``p`` against its relocation; return where it ends."""
     size = _FIXED.get(enc & 0x0F)
     kind = rel.get(p)
@@ -281,7 +282,7 @@ def _expression(d: bytes, start: int, end: int) -> None:
         raise _Bad(f"has a DWARF expression at +{start:#x} that leaves no value")
 
 
-def _program(d: bytes, p: int, end: int, fde_enc: int, rel: dict, used: list) -> None:
+def _program(d: bytes, p: int, end: int, fde_enc: int, rel: dict[int, int], used: list[int]) -> None:
     """Decode the CFA instructions d[p:end] (those _FAST_PROGRAM does not match)."""
     depth = 0
     cfa = _CFA
@@ -332,7 +333,8 @@ def _program(d: bytes, p: int, end: int, fde_enc: int, rel: dict, used: list) ->
 _CieInfo = tuple[bool, int, int, int, tuple[int, ...]]
 
 
-def _cie(d: bytes, pos: int, end: int, rel: dict, used: list) -> tuple[_CieInfo, tuple[int, int] | None, bool]:
+def _cie(d: bytes, pos: int, end: int, rel: dict[int, int],
+         used: list[int]) -> tuple[_CieInfo, tuple[int, int] | None, bool]:
     """Check a CIE; return what its FDEs need, its personality field as
     (offset in the record, encoding) and whether the result depends on the
     record's bytes alone (apart from that field's relocation)."""
@@ -395,7 +397,7 @@ def _cie(d: bytes, pos: int, end: int, rel: dict, used: list) -> tuple[_CieInfo,
     return (z, fde_enc, _FIXED[fde_enc & 0x0F], lsda_enc, _KINDS.get(fde_enc, ())), personality, simple
 
 
-def _fde(d: bytes, pos: int, end: int, cie: _CieInfo, rel: dict, used: list) -> None:
+def _fde(d: bytes, pos: int, end: int, cie: _CieInfo, rel: dict[int, int], used: list[int]) -> None:
     z, fde_enc, size, lsda_enc, kinds = cie
     p = pos + 8
     q = p + size
@@ -434,7 +436,7 @@ def _fde(d: bytes, pos: int, end: int, cie: _CieInfo, rel: dict, used: list) -> 
 _cie_cache: dict[bytes, tuple[_CieInfo, tuple[int, int] | None]] = {}
 
 
-def _check_targets(data: bytes, relocs: list, where: str, obj: ObjectFile,
+def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
                    fdes: list[tuple[int, _CieInfo]], personalities: list[tuple[int, int, int]]) -> None:
     """What the relocated pointers point at: each FDE at code of this object,
     all its ``pc_range`` inside that section; each LSDA at data of this
@@ -484,9 +486,9 @@ def _check_targets(data: bytes, relocs: list, where: str, obj: ObjectFile,
                                        f"{enc:#04x} (direct) but points at data ({obj.symbol_name(si) or si!r})")
 
 
-def prune_eh_frame(data: bytes, relocs: list, where: str,
+def prune_eh_frame(data: bytes, relocs: list[Rela], where: str,
                    dropped: Callable[[int], bool] | None = None, *,
-                   obj: ObjectFile | None = None) -> tuple[bytes, list]:
+                   obj: ObjectFile | None = None) -> tuple[bytes, list[Rela]]:
     """Check an ``.eh_frame`` section completely (see the module docstring)
     and remove FDEs whose ``pc_begin`` points into a discarded section.
     With ``obj``, the object the section belongs to, also check what the
@@ -503,7 +505,8 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
                 raise MalformedObjectError(f"{where}+{off:#x}: two relocations apply to one .eh_frame field")
             rel[off] = kind
     used: list[int] = []        # relocations found at the pointer fields they belong to
-    pc_reloc = {off: si for off, _k, si, _a in relocs} if dropped else None
+    # field offset -> the symbol its relocation names: an FDE goes when its pc_begin's symbol is dropped
+    pc_symbol = {off: si for off, kind, si, _a in relocs if kind != R_NONE} if dropped is not None else {}
     keep: list[tuple[int, int]] = []   # kept records as (start, end)
     cies: dict[int, _CieInfo] = {}
     fdes: list[tuple[int, _CieInfo]] = []
@@ -539,7 +542,8 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
             else:
                 cie = cies.get(pos + 4 - cie_id)
                 if cie is None:
-                    raise MalformedObjectError(f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
+                    raise MalformedObjectError(
+                        f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
                 _fde(data, pos, end, cie, rel, used)
                 fdes.append((pos, cie))
         except _Bad as e:
@@ -547,7 +551,8 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
         except IndexError:
             raise MalformedObjectError(
                 f"{where}+{pos:#x}: {'FDE' if cie_id else 'CIE'} runs past the end of the section") from None
-        if not (cie_id and pc_reloc is not None and dropped(pc_reloc.get(pos + 8, 0)) and pos + 8 in pc_reloc):
+        pc_begin = pc_symbol.get(pos + 8) if cie_id else None
+        if pc_begin is None or dropped is None or not dropped(pc_begin):
             keep.append((pos, end))
         pos = end
     if pos != n and any(data[pos:]):
@@ -561,21 +566,21 @@ def prune_eh_frame(data: bytes, relocs: list, where: str,
                                    "applies to no pointer field of a CIE or FDE")
     if obj is not None:
         _check_targets(data, relocs, where, obj, fdes, personalities)
-    if dropped is None or sum(e - s for s, e in keep) == pos:
+    if dropped is None or sum(stop - start for start, stop in keep) == pos:
         # without its terminator: one object's sections are laid end to end
         # in one table, and the linker writes a single terminator after them
         return (data[:pos] if pos != n else data), relocs
     new_pos: dict[int, int] = {}
     out = bytearray()
-    for s, e in keep:
-        new_pos[s] = len(out)
-        out += data[s:e]
-    for s, e in keep:   # FDEs point back at their CIE relative to the id field
-        (cie_id,) = _u32.unpack_from(data, s + 4)
+    for start, stop in keep:
+        new_pos[start] = len(out)
+        out += data[start:stop]
+    for start, _stop in keep:   # FDEs point back at their CIE relative to the id field
+        (cie_id,) = _u32.unpack_from(data, start + 4)
         if cie_id:
-            _u32.pack_into(out, new_pos[s] + 4, new_pos[s] + 4 - new_pos[s + 4 - cie_id])
-    starts = [s for s, _ in keep]
-    moved = []
+            _u32.pack_into(out, new_pos[start] + 4, new_pos[start] + 4 - new_pos[start + 4 - cie_id])
+    starts = [start for start, _ in keep]
+    moved: list[Rela] = []
     for off, kind, si, a in relocs:
         j = bisect.bisect_right(starts, off) - 1
         if j >= 0 and off < keep[j][1]:

@@ -1,4 +1,6 @@
-"""A small, defensive ELF64 little-endian reader for relocatable objects.
+"""A small, defensive ELF64 little-endian reader for relocatable objects,
+and the one place the ELF constants and record layouts hotlink uses are
+defined (``host.py`` reads the running program's symbol tables with them).
 
 Only what a JIT linker needs: section headers, the symbol table, RELA
 relocations and COMDAT groups.  Every offset, size and index read from the
@@ -14,15 +16,24 @@ from __future__ import annotations
 
 import struct
 from operator import add
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from .errors import MalformedObjectError
 
+# File identification and types (gABI).
+ELFMAG = b"\x7fELF"
+EI_CLASS, EI_DATA = 4, 5                        # indexes into e_ident
+ELFCLASS64, ELFDATA2LSB = 2, 1
+ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
+EM_X86_64 = 62
+
 # Section types and flags (gABI).
 SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA = 0, 1, 2, 3, 4
-SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_INIT_ARRAY, SHT_FINI_ARRAY = 7, 8, 9, 14, 15
-SHT_PREINIT_ARRAY, SHT_GROUP, SHT_SYMTAB_SHNDX = 16, 17, 18
+SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_DYNSYM = 7, 8, 9, 11
+SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY, SHT_GROUP, SHT_SYMTAB_SHNDX = 14, 15, 16, 17, 18
 SHT_X86_64_UNWIND = 0x70000001
+SHT_GNU_VERSYM = 0x6FFFFFFF                     # .gnu.version: one 16-bit version index per .dynsym entry
+VERSYM_HIDDEN = 0x8000                          # in a .gnu.version entry: not the default version
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_GROUP, SHF_TLS = 0x1, 0x2, 0x4, 0x200, 0x400
 SHF_EXCLUDE = 0x80000000
 GRP_COMDAT = 1
@@ -34,18 +45,31 @@ STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
 STT_COMMON, STT_TLS, STT_GNU_IFUNC = 5, 6, 10
 STV_DEFAULT, STV_INTERNAL, STV_HIDDEN, STV_PROTECTED = 0, 1, 2, 3
 
-EM_X86_64 = 62
-ET_REL = 1
+# Notes.
+NT_GNU_BUILD_ID = 3                             # with name "GNU\0": the build id, which names the debug file
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_SHDR = "IIQQQQIIQQ"
-_SYM = "IBBHQQ"
+# Record layouts (little-endian ELF64).
+EHDR = struct.Struct("<16sHHIQQQIHHHHHH")       # e_ident, e_type, e_machine, e_version, e_entry, e_phoff,
+                                                # e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum,
+                                                # e_shentsize, e_shnum, e_shstrndx
+SHDR = struct.Struct("<IIQQQQIIQQ")             # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size,
+                                                # sh_link, sh_info, sh_addralign, sh_entsize
+SYM = struct.Struct("<IBBHQQ")                  # st_name, st_info, st_other, st_shndx, st_value, st_size
+RELA = struct.Struct("<QQq")                    # r_offset, r_info (symbol << 32 | type), r_addend
+NOTE = struct.Struct("<III")                    # n_namesz, n_descsz, n_type; name and desc 4-aligned follow
+
+# One RELA entry as ObjectFile.relocations gives it: (offset, type, symbol index, addend).
+Rela: TypeAlias = tuple[int, int, int, int]
+
+_SHDR = SHDR.format[1:]       # one section header's fields, repeated to read the table in one call
+_SYM = SYM.format[1:]
+_RELA = RELA.format[1:]
 _VALID_ALIGN = frozenset([0] + [1 << i for i in range(21)])
 _SPECIAL_SHNDX = frozenset((SHN_ABS, SHN_COMMON))
 
 
 class Section(NamedTuple):
-    index: int
+    index: int      # type: ignore[assignment]  # shadows tuple.index(); the field name is public API
     name: str
     type: int
     flags: int
@@ -74,7 +98,12 @@ class Group(NamedTuple):
 
 
 def is_elf(data: bytes) -> bool:
-    return data[:4] == b"\x7fELF"
+    return data[:4] == ELFMAG
+
+
+def is_elf64_le(ident: bytes) -> bool:
+    """Whether ``e_ident`` says 64-bit little-endian (the only ELF hotlink reads)."""
+    return ident[EI_CLASS] == ELFCLASS64 and ident[EI_DATA] == ELFDATA2LSB
 
 
 def _cstr(table: bytes, off: int) -> str | None:
@@ -98,32 +127,54 @@ class ObjectFile:
                  "sym_name", "sym_value", "sym_size", "sym_info", "sym_other",
                  "sym_shndx", "first_global", "_strtab", "_rela", "_relocs", "groups")
 
+    # (annotations only: the values live in the slots)
+    name: str
+    data: bytes
+    shnum: int
+    sh_name: tuple[int, ...]
+    sh_type: tuple[int, ...]
+    sh_flags: tuple[int, ...]
+    sh_offset: tuple[int, ...]
+    sh_size: tuple[int, ...]
+    sh_link: tuple[int, ...]
+    sh_info: tuple[int, ...]
+    sh_align: tuple[int, ...]
+    symtab_index: int
+    sym_name: list[str]
+    sym_value: tuple[int, ...]
+    sym_size: tuple[int, ...]
+    sym_info: tuple[int, ...]
+    sym_other: tuple[int, ...]
+    sym_shndx: tuple[int, ...]
+    first_global: int
+    groups: list[Group]
+
     def __init__(self, data: bytes, name: str = "<object>"):
         self.name = name
         self.data = data
         n = len(data)
-        if n < 64:
+        if n < EHDR.size:
             raise MalformedObjectError(f"{name}: {n} bytes is too short for an ELF header")
         (ident, e_type, machine, _ver, _entry, _phoff, shoff, _flags, _ehsize,
-         _phentsize, _phnum, shentsize, shnum, shstrndx) = _EHDR.unpack_from(data)
-        if ident[:4] != b"\x7fELF":
+         _phentsize, _phnum, shentsize, shnum, shstrndx) = EHDR.unpack_from(data)
+        if ident[:4] != ELFMAG:
             raise MalformedObjectError(f"{name}: not an ELF file (bad magic)")
-        if ident[4] != 2 or ident[5] != 1:
+        if not is_elf64_le(ident):
             raise MalformedObjectError(f"{name}: not a 64-bit little-endian ELF file")
         if machine != EM_X86_64:
-            raise MalformedObjectError(f"{name}: machine {machine} is not x86-64 (62)")
+            raise MalformedObjectError(f"{name}: machine {machine} is not x86-64 ({EM_X86_64})")
         if e_type != ET_REL:
             raise MalformedObjectError(f"{name}: ELF type {e_type} is not a relocatable object (ET_REL)")
-        if shentsize != 64:
-            raise MalformedObjectError(f"{name}: section header size {shentsize}, expected 64")
-        if shoff == 0 or shoff + 64 > n:
+        if shentsize != SHDR.size:
+            raise MalformedObjectError(f"{name}: section header size {shentsize}, expected {SHDR.size}")
+        if shoff == 0 or shoff + SHDR.size > n:
             raise MalformedObjectError(f"{name}: section header table offset {shoff:#x} is outside the file ({n:#x})")
         if shnum == 0 or shstrndx == SHN_XINDEX:  # extended numbering lives in section 0
-            size0, link0 = struct.unpack_from("<QI", data, shoff + 32)
+            size0, link0 = struct.unpack_from("<QI", data, shoff + 32)   # its sh_size, sh_link
             shnum = shnum or size0
             if shstrndx == SHN_XINDEX:
                 shstrndx = link0
-        if shnum == 0 or shoff + shnum * 64 > n:
+        if shnum == 0 or shoff + shnum * SHDR.size > n:
             raise MalformedObjectError(
                 f"{name}: {shnum} section headers at offset {shoff:#x} run past the end of the file ({n:#x})")
         flat = struct.unpack_from("<" + _SHDR * shnum, data, shoff)
@@ -150,19 +201,19 @@ class ObjectFile:
         off = self.sh_offset[shstrndx]
         self._shstrtab = data[off:off + self.sh_size[shstrndx]]
         self._names: dict[int, str] = {}
-        self._relocs: dict[int, list[tuple[int, int, int, int]]] = {}
+        self._relocs: dict[int, list[Rela]] = {}
         self.groups: list[Group] = []
         self.symtab_index = 0
-        self.sym_name = self.sym_value = self.sym_size = self.sym_info = ()
-        self.sym_other = self.sym_shndx = ()
+        self.sym_name = []
+        self.sym_value = self.sym_size = self.sym_info = self.sym_other = self.sym_shndx = ()
         self.first_global = 0
         if SHT_SYMTAB in types:
             if types.count(SHT_SYMTAB) > 1:
                 raise MalformedObjectError(f"{name}: more than one symbol table")
             self._read_symbols(types.index(SHT_SYMTAB))
         if SHT_REL in types:
-            raise MalformedObjectError(
-                f"{name}: section {self.section_name(types.index(SHT_REL))!r} uses REL relocations; x86-64 uses RELA")
+            raise MalformedObjectError(f"{name}: section {self.section_name(types.index(SHT_REL))!r} "
+                                       "uses REL relocations; x86-64 uses RELA")
         self._rela: dict[int, list[int]] = {}
         if SHT_RELA in types:
             for i, t in enumerate(types):
@@ -204,12 +255,12 @@ class ObjectFile:
     def _read_symbols(self, si: int) -> None:
         name, data = self.name, self.data
         size, link = self.sh_size[si], self.sh_link[si]
-        if size % 24:
-            raise MalformedObjectError(f"{name}: symbol table size {size} is not a multiple of 24")
+        if size % SYM.size:
+            raise MalformedObjectError(f"{name}: symbol table size {size} is not a multiple of {SYM.size}")
         if link >= self.shnum or self.sh_type[link] != SHT_STRTAB:
             raise MalformedObjectError(f"{name}: symbol table links to section {link}, which is not a string table")
         self.symtab_index = si
-        count = size // 24
+        count = size // SYM.size
         flat = struct.unpack_from("<" + _SYM * count, data, self.sh_offset[si])
         off = self.sh_offset[link]
         strtab = self._strtab = data[off:off + self.sh_size[link]]
@@ -235,7 +286,8 @@ class ObjectFile:
         self.sym_shndx = shndx
         if count and max(names_off) >= max(len(strtab), 1):
             i = next(i for i, o in enumerate(names_off) if o >= len(strtab) and o)
-            raise MalformedObjectError(f"{name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
+            raise MalformedObjectError(
+                f"{name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
         # locals come first (sh_info is the first global), but trust nothing
         first = self.sh_info[si]
         if first > count or first == 0 and count or min(info[first:], default=16) < 16:
@@ -256,7 +308,8 @@ class ObjectFile:
             if self.sh_type[s] == SHT_SYMTAB_SHNDX and self.sh_link[s] == symtab:
                 if (i + 1) * 4 > self.sh_size[s]:
                     break
-                return struct.unpack_from("<I", self.data, self.sh_offset[s] + 4 * i)[0]
+                index: int = struct.unpack_from("<I", self.data, self.sh_offset[s] + 4 * i)[0]
+                return index
         raise MalformedObjectError(f"{self.name}: symbol {i} uses SHN_XINDEX without an SHT_SYMTAB_SHNDX entry")
 
     def symbol_name(self, i: int) -> str:
@@ -265,7 +318,7 @@ class ObjectFile:
             return self.sym_name[i]
         if self.sym_info[i] & 15 == STT_SECTION and self.sym_shndx[i] < self.shnum:
             return self.section_name(self.sym_shndx[i])
-        off = struct.unpack_from("<I", self.data, self.sh_offset[self.symtab_index] + 24 * i)[0]
+        off: int = struct.unpack_from("<I", self.data, self.sh_offset[self.symtab_index] + SYM.size * i)[0]
         return (_cstr(self._strtab, off) or f"symbol {i}") if off else f"symbol {i}"
 
     def symbol(self, i: int) -> Symbol:
@@ -300,26 +353,27 @@ class ObjectFile:
 
     def _check_rela(self, r: int) -> None:
         name, size, target = self.name, self.sh_size[r], self.sh_info[r]
-        if size % 24:
+        if size % RELA.size:
             raise MalformedObjectError(
-                f"{name}: relocation section {self.section_name(r)!r} size {size} is not a multiple of 24")
+                f"{name}: relocation section {self.section_name(r)!r} size {size} is not a multiple of {RELA.size}")
         if target == 0 or target >= self.shnum:
             raise MalformedObjectError(
                 f"{name}: relocation section {self.section_name(r)!r} applies to invalid section {target}")
         if size and (self.sh_link[r] != self.symtab_index or not self.symtab_index):
-            raise MalformedObjectError(f"{name}: relocation section {self.section_name(r)!r} does not use the symbol table")
+            raise MalformedObjectError(
+                f"{name}: relocation section {self.section_name(r)!r} does not use the symbol table")
         if size:
             self._rela.setdefault(target, []).append(r)
 
-    def relocations(self, target: int) -> list[tuple[int, int, int, int]]:
+    def relocations(self, target: int) -> list[Rela]:
         """RELA entries (offset, type, symbol index, addend) that apply to section ``target``."""
         relocs = self._relocs.get(target)
         if relocs is None:
             relocs = []
             nsyms = len(self.sym_info)
             for r in self._rela.get(target, ()):
-                count = self.sh_size[r] // 24
-                flat = struct.unpack_from("<" + "QQq" * count, self.data, self.sh_offset[r])
+                count = self.sh_size[r] // RELA.size
+                flat = struct.unpack_from("<" + _RELA * count, self.data, self.sh_offset[r])
                 info = flat[1::3]
                 if max(info) >> 32 >= nsyms:
                     i = next(i for i, x in enumerate(info) if x >> 32 >= nsyms)
@@ -341,9 +395,11 @@ class ObjectFile:
             raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has size {size}")
         sig = self.sh_info[g]
         if self.sh_link[g] != self.symtab_index or sig >= len(self.sym_info):
-            raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} has an invalid signature symbol {sig}")
+            raise MalformedObjectError(
+                f"{name}: group section {self.section_name(g)!r} has an invalid signature symbol {sig}")
         words = struct.unpack_from(f"<{size // 4}I", self.data, self.sh_offset[g])
         for m in words[1:]:
             if m == 0 or m >= self.shnum:
-                raise MalformedObjectError(f"{name}: group section {self.section_name(g)!r} lists invalid member section {m}")
+                raise MalformedObjectError(
+                    f"{name}: group section {self.section_name(g)!r} lists invalid member section {m}")
         self.groups.append(Group(self.symbol_name(sig), bool(words[0] & GRP_COMDAT), tuple(words[1:])))

@@ -15,23 +15,43 @@ files; ``candidates(name)`` lets the caller choose.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import struct
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
+from . import libc
+from .elf import (
+    EHDR,
+    ELFMAG,
+    ET_DYN,
+    NOTE,
+    NT_GNU_BUILD_ID,
+    SHDR,
+    SHN_ABS,
+    SHN_UNDEF,
+    SHT_DYNSYM,
+    SHT_GNU_VERSYM,
+    SHT_NOTE,
+    SHT_SYMTAB,
+    STB_GLOBAL,
+    STB_GNU_UNIQUE,
+    STB_LOCAL,
+    STB_WEAK,
+    STT_FILE,
+    STT_FUNC,
+    STT_NOTYPE,
+    STT_OBJECT,
+    SYM,
+    VERSYM_HIDDEN,
+    is_elf64_le,
+)
 from .errors import LinkError, SymbolNotFoundError
 
-SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM, SHT_GNU_VERSYM = 2, 7, 11, 0x6FFFFFFF
-STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_FILE = 0, 1, 2, 4
-STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-SHN_UNDEF, SHN_ABS = 0, 0xFFF1
-ET_DYN = 3
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_SYM = struct.Struct("<IBBHQQ")
-_BINDINGS = {STB_LOCAL: "local", STB_GLOBAL: "global", STB_WEAK: "weak", 10: "unique"}
+if TYPE_CHECKING:
+    from ctypes import _Pointer
+
+_BINDINGS = {STB_LOCAL: "local", STB_GLOBAL: "global", STB_WEAK: "weak", STB_GNU_UNIQUE: "unique"}
 _KINDS = {STT_NOTYPE: "notype", STT_OBJECT: "object", STT_FUNC: "func"}
 DEBUG_DIR = "/usr/lib/debug"
 
@@ -60,7 +80,7 @@ class HostSymbol(NamedTuple):
     file: str | None    # the translation unit (STT_FILE) a local comes from, when known
 
 
-class HostSymbols(dict):
+class HostSymbols(dict[str, int]):
     """name -> address, plus what could not be decided."""
 
     def __init__(self, path: str, bias: int, table: str, symbols: list[HostSymbol]):
@@ -90,24 +110,17 @@ class HostSymbols(dict):
 
 # --- the loaded objects ------------------------------------------------------
 
-class _PhdrInfo(ctypes.Structure):
-    _fields_ = [("dlpi_addr", ctypes.c_uint64), ("dlpi_name", ctypes.c_char_p),
-                ("dlpi_phdr", ctypes.c_void_p), ("dlpi_phnum", ctypes.c_uint16)]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)
-
-
 def loaded_objects() -> list[tuple[str, int]]:
     """(path, load bias) of every object in the process; the executable first."""
     found: list[tuple[str, int]] = []
 
-    def visit(info, size, data):  # type: ignore[no-untyped-def]
-        name = info.contents.dlpi_name
-        found.append((os.fsdecode(name) if name else "", info.contents.dlpi_addr))
+    def visit(info: _Pointer[libc.PhdrInfo], size: int, data: int | None) -> int:
+        name: bytes | None = info.contents.dlpi_name
+        bias: int = info.contents.dlpi_addr
+        found.append((os.fsdecode(name) if name else "", bias))
         return 0
 
-    ctypes.CDLL(None).dl_iterate_phdr(_CALLBACK(visit), None)
+    libc.dl_iterate_phdr(libc.PHDR_CALLBACK(visit), None)
     exe = os.path.realpath("/proc/self/exe")
     return [(p or exe, bias) for p, bias in found if (p or exe) and os.path.exists(p or exe)]
 
@@ -136,77 +149,94 @@ def find_object(library: str | None) -> tuple[str, int]:
 
 # --- reading the files ---------------------------------------------------------
 
-def _sections(f) -> tuple[int, list[tuple]]:  # type: ignore[no-untyped-def]
-    head = os.pread(f, _EHDR.size, 0)
-    if len(head) < _EHDR.size or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+class _Section(NamedTuple):
+    """The fields of a section header the symbol reader needs."""
+    type: int
+    offset: int
+    size: int
+    link: int
+
+
+# (name, value, size, type, binding, shndx, file) of one symbol, as read from a table
+_RawSymbol: TypeAlias = tuple[str, int, int, int, int, int, str | None]
+
+
+def _sections(f: int) -> tuple[int, list[_Section]]:
+    """(e_type, section headers) of the ELF file open as ``f``."""
+    head = os.pread(f, EHDR.size, 0)
+    if len(head) < EHDR.size or head[:4] != ELFMAG or not is_elf64_le(head):
         raise LinkError("not an ELF64 little-endian file")
-    fields = _EHDR.unpack(head)
-    e_type, shoff, shentsize, shnum = fields[1], fields[6], fields[11], fields[12]
+    fields = EHDR.unpack(head)
+    e_type: int = fields[1]
+    shoff: int = fields[6]
+    shentsize: int = fields[11]
+    shnum: int = fields[12]
     if shoff == 0:
         return e_type, []
     if shnum == 0:                                   # extended numbering: the count is in section 0
-        shnum = _SHDR.unpack(os.pread(f, _SHDR.size, shoff))[5]
+        shnum = SHDR.unpack(os.pread(f, SHDR.size, shoff))[5]
     raw = os.pread(f, shentsize * shnum, shoff)
-    return e_type, [_SHDR.unpack_from(raw, i * shentsize) for i in range(shnum)]
+    headers = (SHDR.unpack_from(raw, i * shentsize) for i in range(shnum))
+    return e_type, [_Section(h[1], h[4], h[5], h[6]) for h in headers]
 
 
-def _build_id(f, sections) -> str | None:  # type: ignore[no-untyped-def]
+def _build_id(f: int, sections: list[_Section]) -> str | None:
     for sh in sections:
-        if sh[1] == SHT_NOTE:
-            note = os.pread(f, sh[5], sh[4])
+        if sh.type == SHT_NOTE:
+            note = os.pread(f, sh.size, sh.offset)
             off = 0
-            while off + 12 <= len(note):
-                namesz, descsz, ntype = struct.unpack_from("<III", note, off)
-                name_end = off + 12 + ((namesz + 3) & ~3)
-                if ntype == 3 and note[off + 12:off + 12 + namesz] == b"GNU\0":
+            while off + NOTE.size <= len(note):
+                namesz, descsz, ntype = NOTE.unpack_from(note, off)
+                name_end = off + NOTE.size + ((namesz + 3) & ~3)
+                if ntype == NT_GNU_BUILD_ID and note[off + NOTE.size:off + NOTE.size + namesz] == b"GNU\0":
                     return note[name_end:name_end + descsz].hex()
                 off = name_end + ((descsz + 3) & ~3)
     return None
 
 
-def _read_table(f, sections, sh) -> list[tuple]:  # type: ignore[no-untyped-def]
+def _read_table(f: int, sections: list[_Section], sh: _Section) -> list[_RawSymbol]:
     """(name, value, size, type, binding, shndx, file) for each symbol of table ``sh``.
 
     Versioned names: ``foo@@V`` (the default version) is ``foo``; ``foo@V``
     (an old version, and in ``.dynsym`` any entry whose version is hidden)
     keeps its version, so ``foo`` means what the dynamic linker binds to."""
-    data = os.pread(f, sh[5], sh[4])
-    strtab = sections[sh[6]]
-    strings = os.pread(f, strtab[5], strtab[4])
-    count = len(data) // _SYM.size
-    hidden = _hidden_versions(f, sections, count) if sh[1] == SHT_DYNSYM else None
-    out = []
-    current_file = None
-    for i, (st_name, st_info, _other, shndx, value, size) in enumerate(_SYM.iter_unpack(data[: count * _SYM.size])):
+    data = os.pread(f, sh.size, sh.offset)
+    strtab = sections[sh.link]
+    strings = os.pread(f, strtab.size, strtab.offset)
+    count = len(data) // SYM.size
+    hidden = _hidden_versions(f, sections, count) if sh.type == SHT_DYNSYM else None
+    out: list[_RawSymbol] = []
+    current_file: str | None = None
+    for i, (st_name, st_info, _other, shndx, value, size) in enumerate(SYM.iter_unpack(data[: count * SYM.size])):
         end = strings.find(b"\0", st_name)
-        name = strings[st_name:end].decode("utf-8", "surrogateescape") if st_name else ""
+        name: str = strings[st_name:end].decode("utf-8", "surrogateescape") if st_name else ""
         stype, bind = st_info & 0xF, st_info >> 4
         if stype == STT_FILE:
             current_file = name or None
             continue
         if "@@" in name:
             name = name.split("@@", 1)[0]
-        elif hidden is not None and i < len(hidden) and hidden[i] & 0x8000:
+        elif hidden is not None and i < len(hidden) and hidden[i] & VERSYM_HIDDEN:
             name += "@old"
         out.append((name, value, size, stype, bind, shndx, current_file if bind == STB_LOCAL else None))
     return out
 
 
-def _hidden_versions(f, sections, count: int) -> tuple:  # type: ignore[no-untyped-def]
-    versym = next((s for s in sections if s[1] == SHT_GNU_VERSYM), None)
+def _hidden_versions(f: int, sections: list[_Section], count: int) -> tuple[int, ...]:
+    versym = next((s for s in sections if s.type == SHT_GNU_VERSYM), None)
     if versym is None:
         return ()
-    raw = os.pread(f, min(versym[5], 2 * count), versym[4])
+    raw = os.pread(f, min(versym.size, 2 * count), versym.offset)
     return struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2])
 
 
 @functools.lru_cache(maxsize=16)
-def _file_symbols(path: str, stamp: tuple[int, int]) -> tuple[int, str, tuple]:
+def _file_symbols(path: str, stamp: tuple[int, int]) -> tuple[int, str, tuple[_RawSymbol, ...]]:
     """(ELF type, table used, symbols) of a file; cached by path, mtime and size."""
     fd = os.open(path, os.O_RDONLY)
     try:
         e_type, sections = _sections(fd)
-        symtab = next((s for s in sections if s[1] == SHT_SYMTAB), None)
+        symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
         if symtab is not None:
             return e_type, ".symtab", tuple(_read_table(fd, sections, symtab))
         bid = _build_id(fd, sections)
@@ -215,12 +245,12 @@ def _file_symbols(path: str, stamp: tuple[int, int]) -> tuple[int, str, tuple]:
             dfd = os.open(debug, os.O_RDONLY)
             try:
                 _, dsections = _sections(dfd)
-                dsym = next((s for s in dsections if s[1] == SHT_SYMTAB), None)
+                dsym = next((s for s in dsections if s.type == SHT_SYMTAB), None)
                 if dsym is not None:
                     return e_type, f"debug file {debug}", tuple(_read_table(dfd, dsections, dsym))
             finally:
                 os.close(dfd)
-        dynsym = next((s for s in sections if s[1] == SHT_DYNSYM), None)
+        dynsym = next((s for s in sections if s.type == SHT_DYNSYM), None)
         return e_type, ".dynsym", tuple(_read_table(fd, sections, dynsym)) if dynsym else ()
     finally:
         os.close(fd)

@@ -19,11 +19,18 @@ costs nothing.
 """
 from __future__ import annotations
 
-import _signal      # the C functions: signal.signal/getsignal convert to enums, 10x slower
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # typeshed has no stubs for _signal; its functions are signal's without the enums
+    from signal import getsignal as _getsignal
+    from signal import signal as _setsignal
+else:               # the C functions: signal.signal/getsignal convert to enums, 10x slower
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
 
 # Signals whose Python handlers are deferred (synchronous ones such as SIGSEGV
 # have no Python handler worth deferring).
@@ -31,7 +38,6 @@ _DEFERRED = tuple(int(getattr(signal, n)) for n in
                   ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2",
                    "SIGVTALRM", "SIGPROF", "SIGCHLD", "SIGWINCH") if hasattr(signal, n))
 
-_getsignal, _setsignal = _signal.getsignal, _signal.signal
 _main = threading.main_thread()
 _Handler = Callable[[int, "FrameType | None"], Any]
 

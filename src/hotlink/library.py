@@ -9,6 +9,7 @@ from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
+from .frontend import load_source  # the one source classifier: a file is read once, objects pass through
 from .graph import STUB, WEAK, Definition
 from .interrupts import GATE
 from .linker import LinkTransaction
@@ -118,27 +119,6 @@ class Unit:
     def __repr__(self) -> str:
         state = "" if self.alive else " removed"
         return f"<hotlink.Unit {self.library.name}:{self.name}{state}>"
-
-
-def read_source(source: Source) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "<bytes>"
-    path = os.fspath(source)
-    with open(path, "rb") as f:
-        return f.read(), path
-
-
-def load_source(session: Session, source: Any, options: dict[str, Any]) -> tuple[bytes, str]:
-    """The object or archive bytes for ``source`` and a name for it; LLVM IR
-    and C go through the front ends (``hotlink.frontend``) first."""
-    if not options.get("language") and (
-            isinstance(source, (bytes, bytearray, memoryview, os.PathLike))
-            or (isinstance(source, str) and "\n" not in source and os.path.isfile(source))):
-        data, origin = read_source(source)
-        if is_elf(data) or is_archive(data):
-            return data, origin
-    from .frontend import compile_source
-    return compile_source(session, source, options)
 
 
 class Library:

@@ -35,7 +35,7 @@ from .errors import (DuplicateSymbolError, InitializerError, MalformedObjectErro
 from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject, Pending, Definition
 from .interrupts import GATE
 from .tables import Acquired
-from .x86_64 import apply_relocations
+from .x86_64 import Fixups, Scanner, SectionPlan
 
 if TYPE_CHECKING:
     from .archive import Archive
@@ -77,7 +77,6 @@ class LinkTransaction:
         self.constructed: list[tuple[list, int]] = []   # (handler list, length before) per initialized unit
         self.bound_dsos: list[int] = []
         self.deps: set[tuple[Unit, Unit]] = set()
-        self._unit: Unit | None = None     # whose fixups are being applied
         self._starts: set[int] | None = None   # function entry addresses, computed once
         self.entries: dict[tuple[Library, str], patch.EntryStub] = {}   # patchable functions defined here
         self.new_entries: list[patch.EntryStub] = []
@@ -345,18 +344,13 @@ class LinkTransaction:
                     starts.add(lo.addr[shndx[si]] + obj.sym_value[si])
         return starts
 
-    def _acquired(self) -> Acquired:
-        acq = self.acquired.get(self._unit)
+    def _acquired(self, unit: Unit) -> Acquired:
+        """What ``unit`` takes from the session's GOT and stub tables in this
+        link: released by ``abort``, handed to the unit by ``commit``."""
+        acq = self.acquired.get(unit)
         if acq is None:
-            acq = self.acquired[self._unit] = Acquired(self.session._tables)
+            acq = self.acquired[unit] = Acquired(self.session._tables)
         return acq
-
-    def got(self, target: int) -> int:
-        """A GOT entry for ``target``, owned by the unit being fixed up."""
-        return self._acquired().got(target)
-
-    def stub(self, target: int) -> int:
-        return self._acquired().stub(target)
 
     def _size(self, lo: LinkObject, si: int) -> int:
         obj = lo.obj
@@ -366,36 +360,75 @@ class LinkTransaction:
         return d.size if d else 0
 
     def fix_up(self) -> None:
+        """Relocations, in two passes over the whole link.  The scan decides
+        for every relocated section (placed, ``.eh_frame``, initializer
+        arrays) which GOT loads are relaxed, which targets need a GOT entry
+        and which branches a far-call stub, and then each unit acquires its
+        entries in one batch; the fixups only compute and write."""
+        scanners: dict[Unit, Scanner] = {}
+        jobs: list[dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]]] = []
         for lo in self.items:
             GATE.checkpoint()
-            self.fixup(lo)
+            obj, values = lo.obj, lo.values
+            scanner = scanners.get(lo.unit)
+            if scanner is None:
+                scanner = scanners[lo.unit] = Scanner()
+            job: dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]] = {}
+            for i, role, _ in lo.sections:
+                if role == PLACE:
+                    if not obj.has_relocations(i) or not obj.sh_size[i] or obj.sh_type[i] == elf.SHT_NOBITS:
+                        continue
+                    data, relocs = obj.section_bytes(i), obj.relocations(i)
+                    base = lo.addr[i]
+                elif role == EH_FRAME:
+                    data, relocs = lo.eh[i]
+                    base = lo.addr[i]
+                elif role == INIT and obj.has_relocations(i):
+                    data, relocs = obj.section_bytes(i), obj.relocations(i)
+                    base = 0                    # read back, never placed
+                else:
+                    continue
+                if relocs:
+                    job[i] = (data, relocs, scanner.scan(data, relocs, values, base))
+            jobs.append(job)
+        for unit, scanner in scanners.items():
+            if scanner.got or scanner.stubs:
+                self._acquired(unit).acquire(scanner.got, scanner.stubs)
+        for lo, job in zip(self.items, jobs):
+            GATE.checkpoint()
+            self.fixup(lo, job)
 
-    def fixup(self, lo: LinkObject) -> None:
+    def fixup(self, lo: LinkObject, job: dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]]) -> None:
+        """Write ``lo``'s sections, applying the relocations ``job`` holds
+        (section -> its bytes, relocations and the scan's plan)."""
         obj = lo.obj
         arena = self.session._arena
-        self._unit = lo.unit
-        sizes = lambda si: self._size(lo, si)
-        inits, finis = [], []
+        fixups: Fixups | None = None
+        inits: list[tuple[int, list[int]]] = []
+        finis: list[tuple[int, list[int]]] = []
         eh_end = 0
         for i, role, _ in lo.sections:
+            relocated = job.get(i)
+            data: bytes | bytearray
+            if relocated is not None:
+                if fixups is None:
+                    acq = self.acquired.get(lo.unit)
+                    fixups = Fixups(obj, lo.values, lo.got_base, acq.got_address if acq else {},
+                                    acq.stub_address if acq else {}, lambda si: self._size(lo, si))
+                data = buf = bytearray(relocated[0])
+                fixups.apply(buf, i, 0 if role == INIT else lo.addr[i], relocated[1], relocated[2])
             if role == PLACE:
                 if not obj.sh_size[i]:
                     continue
                 if obj.sh_type[i] == elf.SHT_NOBITS:
                     arena.zero(lo.addr[i], obj.sh_size[i])
                     continue
-                data = obj.section_bytes(i)
-                if obj.has_relocations(i):
-                    data = bytearray(data)
-                    apply_relocations(data, obj, i, lo.addr[i], obj.relocations(i), lo.values,
-                                      sizes, lo.got_base, self)
+                if relocated is None:
+                    data = obj.section_bytes(i)
                 arena.write(lo.addr[i], data)
             elif role == EH_FRAME:
-                data, relocs = lo.eh[i]
-                if relocs:
-                    data = bytearray(data)
-                    apply_relocations(data, obj, i, lo.addr[i], relocs, lo.values,
-                                      sizes, lo.got_base, self)
+                if relocated is None:
+                    data = lo.eh[i][0]
                 arena.write(lo.addr[i], data)
                 eh_end = max(eh_end, lo.addr[i] + len(data))
             elif role == INIT:
@@ -403,10 +436,8 @@ class LinkTransaction:
                 t = obj.sh_type[i]
                 prio, is_init, backwards = platform.init_priority(name) or (
                     (65536 if t != elf.SHT_PREINIT_ARRAY else -1), t != elf.SHT_FINI_ARRAY, False)
-                data = bytearray(obj.section_bytes(i))
-                if obj.has_relocations(i):
-                    apply_relocations(data, obj, i, 0, obj.relocations(i), lo.values,
-                                      sizes, lo.got_base, self)
+                if relocated is None:
+                    data = obj.section_bytes(i)
                 fns = [f for (f,) in struct.iter_unpack("<Q", data[:len(data) & ~7])
                        if f not in (0, 0xFFFFFFFFFFFFFFFF)]
                 self._check_entry_points(lo, i, fns)

@@ -16,8 +16,8 @@ import struct
 
 from .arena import CODE, DATA, Arena
 
-STUB_SIZE = 8      # ff 25 rel32 ; int3 int3
-SLOT_SIZE = 8
+ENTRY_STUB_SIZE = 8      # ff 25 rel32 ; int3 int3
+ENTRY_SLOT_SIZE = 8
 
 
 class EntryStub:
@@ -39,8 +39,8 @@ class EntryStub:
 
 def allocate(arena: Arena, name: str) -> EntryStub:
     with arena.lock:
-        addr = arena.pools[CODE].alloc(STUB_SIZE, 8)
-        slot = arena.pools[DATA].alloc(SLOT_SIZE, 8)
+        addr = arena.pools[CODE].alloc(ENTRY_STUB_SIZE, 8)
+        slot = arena.pools[DATA].alloc(ENTRY_SLOT_SIZE, 8)
     # the slot is written (with the real target) before the stub is published
     arena.write(addr, b"\xff\x25" + struct.pack("<i", slot - (addr + 6)) + b"\xcc\xcc")
     return EntryStub(name, addr, slot)
@@ -48,7 +48,7 @@ def allocate(arena: Arena, name: str) -> EntryStub:
 
 def blocks(entry: EntryStub) -> list[tuple[int, int, int]]:
     """The arena blocks an entry occupies, for freeing."""
-    return [(CODE, entry.addr, STUB_SIZE), (DATA, entry.slot, SLOT_SIZE)]
+    return [(CODE, entry.addr, ENTRY_STUB_SIZE), (DATA, entry.slot, ENTRY_SLOT_SIZE)]
 
 
 def point(entry: EntryStub, target: int) -> None:

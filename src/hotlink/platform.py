@@ -19,34 +19,27 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeAlias
 
-_libgcc = ctypes.CDLL("libgcc_s.so.1")
-_register_frame = _libgcc.__register_frame
-_register_frame.argtypes = (ctypes.c_void_p,)
-_register_frame.restype = None
-_deregister_frame = _libgcc.__deregister_frame
-_deregister_frame.argtypes = (ctypes.c_void_p,)
-_deregister_frame.restype = None
-
-_libc = ctypes.CDLL(None)
-_libc_cxa_atexit = _libc.__cxa_atexit
-_libc_cxa_atexit.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-_libc_cxa_atexit.restype = ctypes.c_int
+from . import libc
 
 _VOID_FN = ctypes.CFUNCTYPE(None)
 _VOID_FN_ARG = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
-# dso handle address -> the owner's list of (fn, arg) handlers, newest last
-_handlers_by_dso: dict[int, list] = {}
+# A unit's exit handlers: (fn, arg), newest last; arg None means a void(void) finalizer.
+Handlers: TypeAlias = list[tuple[int, int | None]]
+
+# dso handle address -> the owner's handlers
+_handlers_by_dso: dict[int, Handlers] = {}
 _current = threading.local()   # the handler list of the unit whose initializers are running
 registered_frames = 0          # how many eh_frame tables hotlink has registered right now
 _frames_lock = threading.Lock()
 # address -> the handler list of the live unit whose memory holds it (set by session.py)
-handlers_at: Callable[[int], list | None] = lambda addr: None
+handlers_at: Callable[[int], Handlers | None] = lambda addr: None
 
 
-def owner_handlers(fn: int, arg: int, dso: int) -> list | None:
+def owner_handlers(fn: int, arg: int, dso: int) -> Handlers | None:
     """The handler list an exit handler belongs to: the unit whose code holds
     ``fn`` (whatever ``dso`` says), else the unit owning ``dso``, else the
     unit holding ``arg`` (a static object's destructor from a shared library,
@@ -58,20 +51,22 @@ def owner_handlers(fn: int, arg: int, dso: int) -> list | None:
     if handlers is None and arg:
         handlers = handlers_at(arg)
     if handlers is None:
-        handlers = getattr(_current, "handlers", None)
+        current: Handlers | None = getattr(_current, "handlers", None)
+        handlers = current
     return handlers
 
 
-@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-def _cxa_atexit(fn, arg, dso):
+def _cxa_atexit(fn: int | None, arg: int | None, dso: int | None) -> int:
     handlers = owner_handlers(fn or 0, arg or 0, dso or 0)
     if handlers is None:
-        return _libc_cxa_atexit(fn, arg, dso)
-    handlers.append((fn, arg or 0))   # (fn, None) would mean a void(void) finalizer
+        return libc.cxa_atexit(fn, arg, dso)
+    handlers.append((fn or 0, arg or 0))   # (fn, None) would mean a void(void) finalizer
     return 0
 
 
-CXA_ATEXIT = ctypes.cast(_cxa_atexit, ctypes.c_void_p).value
+# hotlink's __cxa_atexit as a C function (the callback object lives as long as the module)
+_cxa_atexit_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(_cxa_atexit)
+CXA_ATEXIT: int = ctypes.cast(_cxa_atexit_fn, ctypes.c_void_p).value or 0
 
 
 def atexit_thunk(dso: int) -> bytes:
@@ -84,7 +79,7 @@ def atexit_thunk(dso: int) -> bytes:
 ATEXIT_THUNK_SIZE = 24
 
 
-def bind_dso(dso: int, handlers: list) -> None:
+def bind_dso(dso: int, handlers: Handlers) -> None:
     _handlers_by_dso[dso] = handlers
 
 
@@ -105,7 +100,7 @@ def _direct_call(fn: int, arg: int | None) -> None:
     return None
 
 
-def run_initializers(fns: list[int], handlers: list, guarded: GuardedCall | None = None) -> str | None:
+def run_initializers(fns: list[int], handlers: Handlers, guarded: GuardedCall | None = None) -> str | None:
     """Run ``fns`` in order; exit handlers they register go to ``handlers``.
     Stops at the first that throws and returns what it threw."""
     call = guarded or _direct_call
@@ -120,12 +115,12 @@ def run_initializers(fns: list[int], handlers: list, guarded: GuardedCall | None
         _current.handlers = None
 
 
-def run_finalizers(handlers: list, guarded: GuardedCall | None = None) -> list[str]:
+def run_finalizers(handlers: Handlers, guarded: GuardedCall | None = None) -> list[str]:
     """Run (fn, arg) handlers newest first; arg None means a plain void(void)
     finalizer.  A handler that throws does not stop the others; what each
     threw is returned."""
     call = guarded or _direct_call
-    errors = []
+    errors: list[str] = []
     while handlers:
         fn, arg = handlers.pop()
         error = call(fn, arg)
@@ -136,14 +131,14 @@ def run_finalizers(handlers: list, guarded: GuardedCall | None = None) -> list[s
 
 def register_frames(addr: int) -> None:
     global registered_frames
-    _register_frame(addr)
+    libc.register_frame(addr)
     with _frames_lock:
         registered_frames += 1
 
 
 def deregister_frames(addr: int) -> None:
     global registered_frames
-    _deregister_frame(addr)
+    libc.deregister_frame(addr)
     with _frames_lock:
         registered_frames -= 1
 

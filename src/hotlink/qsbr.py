@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from threading import get_ident
-from typing import Callable
 
 from .errors import LinkError
 from .interrupts import GATE
@@ -143,7 +143,7 @@ class Reclaimer:
             self._releasing += len(ready)
         return ready
 
-    def _run(self, ready) -> None:
+    def _run(self, ready: list[tuple[int, int, int, Callable[[], None]]]) -> None:
         if not ready:
             return
         with GATE:      # an interrupt must not stop a release halfway

@@ -26,8 +26,10 @@ import ctypes
 import struct
 import threading
 
+from . import libc
+
 NSLOTS = 256
-SLOT_SIZE = 64
+THREAD_SLOT_SIZE = 64
 NAMES = ("hotlink_quiescent", "hotlink_thread_online", "hotlink_thread_offline")
 
 IR = r"""
@@ -38,9 +40,14 @@ IR = r"""
 declare i8* @pthread_getspecific(i32)
 declare i32 @pthread_setspecific(i32, i8*)
 
-define void @hotlink_quiescent() {
+define internal i8* @own_slot() {
   %k = load i32, i32* @hotlink_key
   %p = call i8* @pthread_getspecific(i32 %k)
+  ret i8* %p
+}
+
+define void @hotlink_quiescent() {
+  %p = call i8* @own_slot()
   %null = icmp eq i8* %p, null
   br i1 %null, label %out, label %report
 report:
@@ -89,13 +96,12 @@ define void @hotlink_thread_exit(i8* %p) {
 }
 
 define void @hotlink_thread_offline() {
-  %k = load i32, i32* @hotlink_key
-  %p = call i8* @pthread_getspecific(i32 %k)
+  %p = call i8* @own_slot()
   %null = icmp eq i8* %p, null
   br i1 %null, label %out, label %leave
 leave:
-  %s = bitcast i8* %p to i64*
-  store atomic i64 0, i64* %s release, align 8
+  call void @hotlink_thread_exit(i8* %p)
+  %k = load i32, i32* @hotlink_key
   %rc = call i32 @pthread_setspecific(i32 %k, i8* null)
   br label %out
 out:
@@ -158,11 +164,8 @@ CXX_NAMES = ("__gxx_personality_v0", "__cxa_begin_catch", "__cxa_end_catch", "__
 
 _objects: dict[str, bytes] = {}
 _object_lock = threading.Lock()
-_libc = ctypes.CDLL(None)
 _SLOT = struct.Struct("<QQ48x")
-_pthread_getspecific = _libc.pthread_getspecific
-_pthread_getspecific.restype = ctypes.c_void_p
-_pthread_getspecific.argtypes = (ctypes.c_uint,)
+_pthread_getspecific = libc.pthread_getspecific
 
 
 def runtime_object(ir: str = IR) -> bytes:
@@ -201,20 +204,10 @@ def guarded_caller(address: int):
 def demangle(type_name: str) -> str:
     """A C++ type name from its mangled form (as in ``std::type_info::name()``)."""
     name = type_name.lstrip("*")
-    try:
-        fn = _libc.__cxa_demangle
-    except AttributeError:
+    out = libc.cxa_demangle(name.encode())
+    if out is None:
         return name or "an exception of unknown type"
-    fn.restype = ctypes.c_void_p
-    fn.argtypes = (ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
-    status = ctypes.c_int(0)
-    out = fn(name.encode(), None, None, ctypes.byref(status))
-    if not out or status.value:
-        return name or "an exception of unknown type"
-    try:
-        return ctypes.string_at(out).decode("utf-8", "replace")
-    finally:
-        _libc.free(ctypes.c_void_p(out))
+    return out.decode("utf-8", "replace")
 
 
 class NativeThreads:
@@ -226,7 +219,7 @@ class NativeThreads:
         self.slots_addr = slots_addr
         key = ctypes.c_uint(0)
         # the destructor gives an exiting thread's slot back
-        if _libc.pthread_key_create(ctypes.byref(key), ctypes.c_void_p(exit_addr)) != 0:
+        if libc.pthread_key_create(ctypes.byref(key), exit_addr) != 0:
             raise OSError("pthread_key_create failed")
         self.key = key.value
         arena.write(key_addr, struct.pack("<I", self.key))
@@ -240,12 +233,12 @@ class NativeThreads:
 
     def oldest_seen(self) -> int:
         """The smallest epoch any online thread has reported (a huge value if none is online)."""
-        data = ctypes.string_at(self.slots_addr, NSLOTS * SLOT_SIZE)
+        data = ctypes.string_at(self.slots_addr, NSLOTS * THREAD_SLOT_SIZE)
         seen = [s for state, s in _SLOT.iter_unpack(data) if state]
         return min(seen) if seen else 1 << 63
 
     def online(self) -> int:
-        data = ctypes.string_at(self.slots_addr, NSLOTS * SLOT_SIZE)
+        data = ctypes.string_at(self.slots_addr, NSLOTS * THREAD_SLOT_SIZE)
         return sum(1 for state, _ in _SLOT.iter_unpack(data) if state)
 
     def own_slot(self) -> int:
@@ -256,9 +249,9 @@ class NativeThreads:
         """In a forked child only the forking thread exists: every other slot is free."""
         mine = self.own_slot()
         for i in range(NSLOTS):
-            addr = self.slots_addr + i * SLOT_SIZE
+            addr = self.slots_addr + i * THREAD_SLOT_SIZE
             if addr != mine:
                 ctypes.c_uint64.from_address(addr).value = 0
 
     def close(self) -> None:
-        _libc.pthread_key_delete(self.key)
+        libc.pthread_key_delete(self.key)

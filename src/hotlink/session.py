@@ -17,14 +17,10 @@ from . import platform, runtime, unlink
 from .arena import POOL_NAMES, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .interrupts import GATE
+from .libc import dlsym as _dlsym
 from .library import Library, Unit
 from .qsbr import Reclaimer
-from .tables import Tables
-
-_libc = ctypes.CDLL(None)
-_dlsym = _libc.dlsym
-_dlsym.restype = ctypes.c_void_p
-_dlsym.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+from .tables import SharedTables
 
 _open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
@@ -100,7 +96,7 @@ class Session:
         self._closed = True      # until the arena exists: __del__ of a failed Session does nothing
         self._lock = threading.RLock()
         self._arena = Arena(arena_size)
-        self._tables = Tables(self._arena)
+        self._tables = SharedTables(self._arena)
         self._libraries: dict[str, Library] = {}
         self._defines: dict[str, int] = {}
         self._shared: list[tuple[str, Any]] = []
@@ -313,8 +309,8 @@ class Session:
                 stats.used += pool.used
             stats.resident = arena.resident() if not self._closed else 0
             stats.retired = self._reclaimer.retired_bytes
-            stats.got_entries = len(self._tables.got_table.entries)
-            stats.stubs = len(self._tables.stub_table.entries)
+            stats.got_entries = len(self._tables.got.entries)
+            stats.stubs = len(self._tables.far_stubs.entries)
             for name, lib in self._libraries.items():
                 m = LibraryMemory(units=len(lib._units), symbols=len(lib._symbols))
                 for u in lib._units:

@@ -1,31 +1,36 @@
 """GOT entries and far-call stubs, shared by all units and reference-counted.
 
 An entry is keyed by its target address, so a hundred units that call
-``memcpy`` through a stub share one stub.  A unit records what it acquired
-and releases it when removed; the entry is freed when its count drops to 0.
+``memcpy`` through a stub share one stub.  A link's scan pass decides which
+targets each unit needs (``x86_64.Scanner``); ``Acquired.acquire`` takes them
+in one batch before any fixup, the unit records them at commit and
+releases them when removed; an entry is freed when its count drops to 0.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .arena import CODE, RODATA, Arena
-from .x86_64 import GOT_ENTRY_SIZE, STUB_ALIGN, STUB_SIZE, got_entry_bytes, stub_bytes
+from .x86_64 import FAR_STUB_ALIGN, FAR_STUB_SIZE, GOT_ENTRY_SIZE, far_stub_bytes, got_entry_bytes
 
 
-class Table:
-    __slots__ = ("arena", "pool", "size", "align", "encode", "entries")
+class RefcountedTable:
+    """Entries of one size in one pool, keyed by target address."""
 
-    def __init__(self, arena: Arena, pool: int, size: int, align: int, encode):
+    __slots__ = ("arena", "pool", "entries")
+    size = align = 0
+
+    def __init__(self, arena: Arena, pool: int):
         self.arena = arena
         self.pool = arena.pools[pool]
-        self.size = size
-        self.align = align
-        self.encode = encode
         self.entries: dict[int, list[int]] = {}   # target -> [entry address, refcount]
 
-    def acquire(self, target: int) -> int:
-        with self.arena.lock:
-            return self._acquire(target)
+    @staticmethod
+    def encode(target: int) -> bytes:
+        raise NotImplementedError
 
-    def _acquire(self, target: int) -> int:
+    def acquire(self, target: int) -> int:
+        """The entry for ``target``, made or shared; the caller holds the arena lock."""
         e = self.entries.get(target)
         if e is None:
             addr = self.pool.alloc(self.size, self.align)
@@ -36,10 +41,7 @@ class Table:
         return e[0]
 
     def release(self, target: int) -> None:
-        with self.arena.lock:
-            self._release(target)
-
-    def _release(self, target: int) -> None:
+        """Drop one reference; the caller holds the arena lock."""
         e = self.entries[target]
         e[1] -= 1
         if e[1] == 0:
@@ -47,49 +49,70 @@ class Table:
             self.pool.free(e[0], self.size)
 
 
-class Tables:
-    """The session's GOT and stub tables."""
+class GotTable(RefcountedTable):
+    """GOT entries: the target's address, 8 bytes of read-only data."""
+    __slots__ = ()
+    size = align = GOT_ENTRY_SIZE
+    encode = staticmethod(got_entry_bytes)
+
+
+class FarStubTable(RefcountedTable):
+    """Far-call stubs: ``jmp *0(%rip); .quad target``, for branches beyond +-2 GiB."""
+    __slots__ = ()
+    size, align = FAR_STUB_SIZE, FAR_STUB_ALIGN
+    encode = staticmethod(far_stub_bytes)
+
+
+class SharedTables:
+    """The session's GOT and far-call stub tables."""
+
+    __slots__ = ("arena", "got", "far_stubs")
 
     def __init__(self, arena: Arena):
-        self.got_table = Table(arena, RODATA, GOT_ENTRY_SIZE, GOT_ENTRY_SIZE, got_entry_bytes)
-        self.stub_table = Table(arena, CODE, STUB_SIZE, STUB_ALIGN, stub_bytes)
+        self.arena = arena
+        self.got = GotTable(arena, RODATA)
+        self.far_stubs = FarStubTable(arena, CODE)
 
 
 class Acquired:
-    """What one link acquired from the tables: handed to the units, or released on failure."""
+    """What one unit acquired from the tables in one link: handed to the unit
+    at commit, or released on abort."""
 
-    __slots__ = ("tables", "got_targets", "stub_targets", "_got_cache", "_stub_cache")
+    __slots__ = ("tables", "got_targets", "stub_targets", "got_address", "stub_address")
 
-    def __init__(self, tables: Tables):
+    def __init__(self, tables: SharedTables):
         self.tables = tables
-        self.got_targets: list[int] = []
+        self.got_targets: list[int] = []          # what the unit will release
         self.stub_targets: list[int] = []
-        self._got_cache: dict[int, int] = {}
-        self._stub_cache: dict[int, int] = {}
+        self.got_address: dict[int, int] = {}     # target -> its GOT entry, for the fixups
+        self.stub_address: dict[int, int] = {}    # target -> its far-call stub
 
-    def got(self, target: int) -> int:
-        addr = self._got_cache.get(target)
-        if addr is None:
-            addr = self._got_cache[target] = self.tables.got_table.acquire(target)
-            self.got_targets.append(target)
-        return addr
-
-    def stub(self, target: int) -> int:
-        addr = self._stub_cache.get(target)
-        if addr is None:
-            addr = self._stub_cache[target] = self.tables.stub_table.acquire(target)
-            self.stub_targets.append(target)
-        return addr
+    def acquire(self, got_targets: Iterable[int], stub_targets: Iterable[int]) -> None:
+        """Take a GOT entry for each of ``got_targets`` and a far-call stub
+        for each of ``stub_targets`` that this has not taken yet, under one
+        hold of the arena lock.  Each is recorded as soon as it is taken, so
+        ``release`` undoes a batch that failed half way."""
+        tables = self.tables
+        with tables.arena.lock:
+            for address, targets, table, taken in (
+                    (self.got_address, got_targets, tables.got, self.got_targets),
+                    (self.stub_address, stub_targets, tables.far_stubs, self.stub_targets)):
+                for target in targets:
+                    if target not in address:
+                        address[target] = table.acquire(target)
+                        taken.append(target)
 
     def release(self) -> None:
         release_all(self.tables, self.got_targets, self.stub_targets)
         self.got_targets, self.stub_targets = [], []
-        self._got_cache.clear()
-        self._stub_cache.clear()
+        self.got_address.clear()
+        self.stub_address.clear()
 
 
-def release_all(tables: Tables, got_targets, stub_targets) -> None:
-    for t in got_targets:
-        tables.got_table.release(t)
-    for t in stub_targets:
-        tables.stub_table.release(t)
+def release_all(tables: SharedTables, got_targets: Iterable[int], stub_targets: Iterable[int]) -> None:
+    """Drop one reference to each entry (a unit's, on removal or abort)."""
+    with tables.arena.lock:
+        for t in got_targets:
+            tables.got.release(t)
+        for t in stub_targets:
+            tables.far_stubs.release(t)

@@ -1,4 +1,4 @@
-"""x86-64: relocation kinds, GOT entries, stubs and GOT-load relaxation.
+"""x86-64: relocation kinds, GOT entries, far-call stubs and GOT-load relaxation.
 
 ABI facts this file relies on (System V x86-64 psABI):
 
@@ -21,196 +21,513 @@ ABI facts this file relies on (System V x86-64 psABI):
   ``PC64``, ``GOT64``, ``GOTOFF64``, ``GOTPC64``, ``PLTOFF64``; any address
   reaches, and the GOT base may be any address of the unit.
 * TLS relocations need the dynamic loader's TLS blocks; not supported.
+
+Relocations are applied in two passes over the whole link, as mold and
+JITLink do:
+
+1. **scan** (``Scanner``), once every symbol has its final address: decides
+   which GOT loads are relaxed (``relax_got_loads``, from the target's
+   address and the instruction bytes), which targets need a GOT entry and
+   which branches cannot reach their target and need a far-call stub.  It
+   collects the targets per unit, and the unit acquires them in one batch
+   (``tables.Acquired.acquire``) before any byte is written.
+2. **fix up** (``Fixups``): computes each relocation's value and writes it
+   through the checked writers (``write_i32`` ...), which check range and
+   bounds in one step and raise an error naming object, section, offset,
+   kind and symbol.  It decides nothing.
+
+Three kinds, ``PLT32``, ``PC32`` and ``64``, are 99.8% of real relocations;
+a section holding only those, with nothing redirected, is written by one
+tight loop (``write_common``) whose ``struct`` writes do the same checks.
 """
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import IntEnum
+from operator import itemgetter
+from typing import Protocol
 
-from .errors import MalformedObjectError, UnsupportedRelocationError
+from .elf import Rela
+from .errors import LinkError, MalformedObjectError, UnsupportedRelocationError
 
-R_NONE, R_64, R_PC32, R_GOT32, R_PLT32 = 0, 1, 2, 3, 4
-R_GOTPCREL, R_32, R_32S, R_16, R_PC16, R_8, R_PC8 = 9, 10, 11, 12, 13, 14, 15
-R_DTPMOD64, R_DTPOFF64, R_TPOFF64, R_TLSGD, R_TLSLD, R_DTPOFF32 = 16, 17, 18, 19, 20, 21
-R_GOTTPOFF, R_TPOFF32, R_PC64, R_GOTOFF64, R_GOTPC32, R_GOT64 = 22, 23, 24, 25, 26, 27
-R_GOTPCREL64, R_GOTPC64, R_GOTPLT64, R_PLTOFF64, R_SIZE32, R_SIZE64 = 28, 29, 30, 31, 32, 33
-R_GOTPC32_TLSDESC, R_TLSDESC_CALL, R_TLSDESC = 34, 35, 36
-R_GOTPCRELX, R_REX_GOTPCRELX = 41, 42
 
-NAMES = {
-    0: "R_X86_64_NONE", 1: "R_X86_64_64", 2: "R_X86_64_PC32", 3: "R_X86_64_GOT32",
-    4: "R_X86_64_PLT32", 5: "R_X86_64_COPY", 6: "R_X86_64_GLOB_DAT", 7: "R_X86_64_JUMP_SLOT",
-    8: "R_X86_64_RELATIVE", 9: "R_X86_64_GOTPCREL", 10: "R_X86_64_32", 11: "R_X86_64_32S",
-    12: "R_X86_64_16", 13: "R_X86_64_PC16", 14: "R_X86_64_8", 15: "R_X86_64_PC8",
-    16: "R_X86_64_DTPMOD64", 17: "R_X86_64_DTPOFF64", 18: "R_X86_64_TPOFF64", 19: "R_X86_64_TLSGD",
-    20: "R_X86_64_TLSLD", 21: "R_X86_64_DTPOFF32", 22: "R_X86_64_GOTTPOFF", 23: "R_X86_64_TPOFF32",
-    24: "R_X86_64_PC64", 25: "R_X86_64_GOTOFF64", 26: "R_X86_64_GOTPC32", 27: "R_X86_64_GOT64",
-    28: "R_X86_64_GOTPCREL64", 29: "R_X86_64_GOTPC64", 30: "R_X86_64_GOTPLT64",
-    31: "R_X86_64_PLTOFF64", 32: "R_X86_64_SIZE32", 33: "R_X86_64_SIZE64",
-    34: "R_X86_64_GOTPC32_TLSDESC", 35: "R_X86_64_TLSDESC_CALL", 36: "R_X86_64_TLSDESC",
-    37: "R_X86_64_IRELATIVE", 41: "R_X86_64_GOTPCRELX", 42: "R_X86_64_REX_GOTPCRELX",
-}
-TLS_KINDS = frozenset((R_DTPMOD64, R_DTPOFF64, R_TPOFF64, R_TLSGD, R_TLSLD, R_DTPOFF32,
-                       R_GOTTPOFF, R_TPOFF32, R_GOTPC32_TLSDESC, R_TLSDESC_CALL, R_TLSDESC))
+class Reloc(IntEnum):
+    """``R_X86_64_*`` relocation types (``NAMES`` has the ELF spelling)."""
+    NONE = 0
+    R64 = 1                 # S + A
+    PC32 = 2                # S + A - P
+    GOT32 = 3               # G - GOT + A
+    PLT32 = 4               # L + A - P (L: S, or a far-call stub to S)
+    COPY = 5
+    GLOB_DAT = 6
+    JUMP_SLOT = 7
+    RELATIVE = 8
+    GOTPCREL = 9            # G + A - P
+    R32 = 10                # S + A, zero-extended
+    R32S = 11               # S + A, sign-extended
+    R16 = 12
+    PC16 = 13
+    R8 = 14
+    PC8 = 15
+    DTPMOD64 = 16
+    DTPOFF64 = 17
+    TPOFF64 = 18
+    TLSGD = 19
+    TLSLD = 20
+    DTPOFF32 = 21
+    GOTTPOFF = 22
+    TPOFF32 = 23
+    PC64 = 24               # S + A - P
+    GOTOFF64 = 25           # S + A - GOT
+    GOTPC32 = 26            # GOT + A - P
+    GOT64 = 27              # G - GOT + A
+    GOTPCREL64 = 28         # G + A - P
+    GOTPC64 = 29            # GOT + A - P
+    GOTPLT64 = 30           # G - GOT + A
+    PLTOFF64 = 31           # S + A - GOT
+    SIZE32 = 32             # Z + A
+    SIZE64 = 33             # Z + A
+    GOTPC32_TLSDESC = 34
+    TLSDESC_CALL = 35
+    TLSDESC = 36
+    IRELATIVE = 37
+    GOTPCRELX = 41          # G + A - P, or S + A - P once relaxed
+    REX_GOTPCRELX = 42      # G + A - P, or S + A - P once relaxed
+
+
+# ELF names for messages: R64 -> R_X86_64_64, PC32 -> R_X86_64_PC32.
+NAMES: dict[int, str] = {
+    k: "R_X86_64_" + (k.name[1:] if k.name[1].isdigit() else k.name) for k in Reloc}
+
+
+def kind_name(kind: int) -> str:
+    """``R_X86_64_*`` for a known kind, else the number."""
+    return NAMES.get(kind) or str(kind)
+
+
+TLS_KINDS = frozenset((Reloc.DTPMOD64, Reloc.DTPOFF64, Reloc.TPOFF64, Reloc.TLSGD, Reloc.TLSLD,
+                       Reloc.DTPOFF32, Reloc.GOTTPOFF, Reloc.TPOFF32, Reloc.GOTPC32_TLSDESC,
+                       Reloc.TLSDESC_CALL, Reloc.TLSDESC))
 # Kinds whose symbol needs a GOT entry unless relaxed away.
-GOT_KINDS = frozenset((R_GOT32, R_GOTPCREL, R_GOT64, R_GOTPCREL64, R_GOTPLT64,
-                       R_GOTPCRELX, R_REX_GOTPCRELX))
+GOT_KINDS = frozenset((Reloc.GOT32, Reloc.GOTPCREL, Reloc.GOT64, Reloc.GOTPCREL64, Reloc.GOTPLT64,
+                       Reloc.GOTPCRELX, Reloc.REX_GOTPCRELX))
+# Kinds ``write_common`` handles.
+_COMMON = frozenset((Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.PLT32))
+_COMMON_BYTES = bytes(_COMMON)
+_GOTPCREL_KINDS = frozenset((Reloc.GOTPCREL, Reloc.GOTPCRELX, Reloc.REX_GOTPCRELX))
+_SMALL_BITS: dict[int, int] = {Reloc.R16: 16, Reloc.PC16: 16, Reloc.R8: 8, Reloc.PC8: 8}
+
+# The hot loops compare plain ints (an IntEnum member costs an attribute
+# lookup and a subclass check per comparison).
+_NONE, _R64, _PC32, _PLT32 = int(Reloc.NONE), int(Reloc.R64), int(Reloc.PC32), int(Reloc.PLT32)
 
 GOT_ENTRY_SIZE = 8
-STUB_SIZE, STUB_ALIGN = 16, 16
+FAR_STUB_SIZE, FAR_STUB_ALIGN = 16, 16
+
+_REACH = 1 << 31                 # PC32 reach: -2 GiB <= S + A - P < 2 GiB
+_ADDEND_SLACK = 1 << 24          # addends the symbol window below vouches for
 _MASK64 = (1 << 64) - 1
-_S32 = 1 << 31
+_BRANCH_OPCODES = (0xE8, 0xE9)   # call rel32, jmp rel32
 
 _i32 = struct.Struct("<i").pack_into
 _u32 = struct.Struct("<I").pack_into
-_q64 = struct.Struct("<Q").pack_into
+_u64 = struct.Struct("<Q").pack_into
 _u16 = struct.Struct("<H").pack_into
+_u8 = struct.Struct("<B").pack_into
+# what a ``struct`` write raises for a value out of range or a field out of
+# the buffer (IndexError, OverflowError: an offset beyond any buffer)
+_WRITE_ERRORS = (struct.error, OverflowError, IndexError)
+_kind, _symbol = itemgetter(1), itemgetter(2)
 
 
-def stub_bytes(target: int) -> bytes:
+def far_stub_bytes(target: int) -> bytes:
     # jmp *0(%rip)  ; .quad target ; int3 int3
-    return b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", target) + b"\xcc\xcc"
+    return b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", target & _MASK64) + b"\xcc\xcc"
 
 
 def got_entry_bytes(target: int) -> bytes:
     return struct.pack("<Q", target & _MASK64)
 
 
-class Tables(Protocol):
-    def got(self, target: int) -> int: ...
-    def stub(self, target: int) -> int: ...
+# --- GOT-load relaxation --------------------------------------------------
+#
+# The two bytes before a GOTPCRELX field (opcode, ModRM) -> their rewrite.
+# ModRM 00 reg 101 is rip-relative; the reg field (and a REX.R prefix,
+# which stays) names the destination, so a mov to any register becomes a
+# lea to the same one.  Only call and jmp without a REX prefix are
+# relaxable, so REX_GOTPCRELX has the mov rows only.
+_RELAX_MOV = {
+    b"\x8b\x05": b"\x8d\x05",   # mov foo@GOTPCREL(%rip), %rax -> lea foo(%rip), %rax  (or %eax, %r8, %r8d)
+    b"\x8b\x0d": b"\x8d\x0d",   # mov foo@GOTPCREL(%rip), %rcx -> lea foo(%rip), %rcx  (%ecx, %r9, %r9d)
+    b"\x8b\x15": b"\x8d\x15",   # mov foo@GOTPCREL(%rip), %rdx -> lea foo(%rip), %rdx  (%edx, %r10, %r10d)
+    b"\x8b\x1d": b"\x8d\x1d",   # mov foo@GOTPCREL(%rip), %rbx -> lea foo(%rip), %rbx  (%ebx, %r11, %r11d)
+    b"\x8b\x25": b"\x8d\x25",   # mov foo@GOTPCREL(%rip), %rsp -> lea foo(%rip), %rsp  (%esp, %r12, %r12d)
+    b"\x8b\x2d": b"\x8d\x2d",   # mov foo@GOTPCREL(%rip), %rbp -> lea foo(%rip), %rbp  (%ebp, %r13, %r13d)
+    b"\x8b\x35": b"\x8d\x35",   # mov foo@GOTPCREL(%rip), %rsi -> lea foo(%rip), %rsi  (%esi, %r14, %r14d)
+    b"\x8b\x3d": b"\x8d\x3d",   # mov foo@GOTPCREL(%rip), %rdi -> lea foo(%rip), %rdi  (%edi, %r15, %r15d)
+}
+_RELAXATIONS: dict[int, dict[bytes, bytes]] = {
+    Reloc.GOTPCRELX: {
+        **_RELAX_MOV,
+        b"\xff\x15": b"\x67\xe8",   # call *foo@GOTPCREL(%rip)     -> addr32 call foo
+        b"\xff\x25": b"\x90\xe9",   # jmp  *foo@GOTPCREL(%rip)     -> nop; jmp foo
+    },
+    Reloc.REX_GOTPCRELX: _RELAX_MOV,
+}
 
 
-def _near(v: int) -> bool:
-    return -_S32 <= v < _S32
-
-
-def _relax_got_load(buf: bytearray, off: int, kind: int) -> bool:
-    """Rewrite a GOT load at ``off`` into a direct reference; False if not a known pattern."""
-    if off < 2:
-        return False
-    op, modrm = buf[off - 2], buf[off - 1]
-    if op == 0x8B and (modrm & 0xC7) == 0x05:           # mov foo@GOTPCREL(%rip), %reg
-        buf[off - 2] = 0x8D                               # lea foo(%rip), %reg
-        return True
-    if kind == R_GOTPCRELX and op == 0xFF and modrm == 0x15:   # call *foo@GOTPCREL(%rip)
-        buf[off - 2], buf[off - 1] = 0x67, 0xE8                # addr32 call foo
-        return True
-    if kind == R_GOTPCRELX and op == 0xFF and modrm == 0x25:   # jmp *foo@GOTPCREL(%rip)
-        buf[off - 2], buf[off - 1] = 0x90, 0xE9                # nop; jmp foo
-        return True
-    return False
-
-
-def apply_relocations(buf: bytearray, obj: Any, section: int, base: int,
-                      relocs: list[tuple[int, int, int, int]],
-                      values: list[int], sizes: Callable[[int], int],
-                      got_base: int, tables: Tables, relax: bool = True) -> None:
-    """Apply RELA ``relocs`` to ``buf``, the bytes of section ``section`` of
-    ``obj`` placed at ``base``.  ``values[i]`` is symbol i's address."""
-    end = len(buf)
-    names = obj.symbol_name
-    where: Any = _Where(obj, section)
-    for off, kind, si, a in relocs:
-        p = base + off
+def relax_got_loads(data: bytes | bytearray, relocs: Sequence[Rela], candidates: Iterable[int],
+                    values: Sequence[int], base: int) -> dict[int, bytes]:
+    """Which of the GOT loads ``candidates`` (indices of GOTPCRELX and
+    REX_GOTPCRELX relocations of a section placed at ``base``) become direct
+    references: index -> the opcode bytes that replace the two before the
+    field.  A load is relaxed when its target is defined (not a weak 0),
+    within +-2 GiB of the field, and the instruction is in the table above."""
+    out: dict[int, bytes] = {}
+    end = len(data)
+    for i in candidates:
+        off, kind, si, a = relocs[i]
         s = values[si]
-        try:
-            if kind == R_PLT32 or kind == R_PC32:
-                v = s + a - p
-                if not _near(v):
-                    # only branches can be redirected through a stub
-                    if kind == R_PLT32 or (off >= 1 and buf[off - 1] in (0xE8, 0xE9)):
-                        v = tables.stub(s) + a - p
-                    if not _near(v):
-                        raise UnsupportedRelocationError(
-                            f"{where}+{off:#x}: {NAMES[kind]} to {names(si)} at {s:#x} is out of the "
-                            f"+-2 GiB range of {p:#x}")
-                if off + 4 > end:
-                    raise struct.error
-                _i32(buf, off, v)
-            elif kind == R_64:
-                if off + 8 > end:
-                    raise struct.error
-                _q64(buf, off, (s + a) & _MASK64)
-            elif kind == R_GOTPCRELX or kind == R_REX_GOTPCRELX or kind == R_GOTPCREL:
-                if off + 4 > end:
-                    raise struct.error
-                v = s + a - p
-                if relax and kind != R_GOTPCREL and s and _near(v) and _relax_got_load(buf, off, kind):
-                    _i32(buf, off, v)
-                else:
-                    _i32(buf, off, _checked32(tables.got(s) + a - p, where, off, kind, names(si)))
-            elif kind == R_PC64:
-                _q64(buf, off, (s + a - p) & _MASK64)
-            elif kind == R_32 or kind == R_32S:
-                v = s + a
-                if kind == R_32 and not 0 <= v < (1 << 32) or kind == R_32S and not _near(v):
-                    raise UnsupportedRelocationError(
-                        f"{where}+{off:#x}: {NAMES[kind]} to {names(si)} at {v:#x} is out of range "
-                        f"(absolute 32-bit addresses must lie below 2 GiB, and the arena is near libc "
-                        f"at {p:#x}): compile with -fPIC")
-                if off + 4 > end:
-                    raise struct.error
-                _u32(buf, off, v & 0xFFFFFFFF)
-            elif kind == R_GOTOFF64:
-                _q64(buf, off, (s + a - got_base) & _MASK64)
-            elif kind == R_GOTPC64:
-                _q64(buf, off, (got_base + a - p) & _MASK64)
-            elif kind == R_GOTPC32:
-                _i32(buf, off, _checked32(got_base + a - p, where, off, kind, "_GLOBAL_OFFSET_TABLE_"))
-            elif kind == R_GOT64 or kind == R_GOTPLT64:
-                _q64(buf, off, (tables.got(s) - got_base + a) & _MASK64)
-            elif kind == R_GOTPCREL64:
-                _q64(buf, off, (tables.got(s) + a - p) & _MASK64)
-            elif kind == R_GOT32:
-                _i32(buf, off, _checked32(tables.got(s) - got_base + a, where, off, kind, names(si)))
-            elif kind == R_PLTOFF64:
-                _q64(buf, off, (s + a - got_base) & _MASK64)
-            elif kind == R_SIZE32:
-                _u32(buf, off, (sizes(si) + a) & 0xFFFFFFFF)
-            elif kind == R_SIZE64:
-                _q64(buf, off, (sizes(si) + a) & _MASK64)
-            elif kind == R_NONE:
-                pass
-            elif kind == R_PC16 or kind == R_PC8 or kind == R_16 or kind == R_8:
-                pcrel = kind in (R_PC16, R_PC8)
-                bits = 16 if kind in (R_16, R_PC16) else 8
-                v = s + a - (p if pcrel else 0)
-                if not -(1 << (bits - 1)) <= v < (1 << bits):
-                    raise UnsupportedRelocationError(
-                        f"{where}+{off:#x}: {NAMES[kind]} to {names(si)} does not fit in {bits} bits")
-                if bits == 16:
-                    _u16(buf, off, v & 0xFFFF)
-                else:
-                    if off >= end:
-                        raise struct.error
-                    buf[off] = v & 0xFF
-            elif kind in TLS_KINDS:
-                raise UnsupportedRelocationError(
-                    f"{where}+{off:#x}: thread-local relocation {NAMES[kind]} against {names(si)} "
-                    f"is not supported (thread-locals need the dynamic loader's TLS blocks)")
+        if s and -_REACH <= s + a - base - off < _REACH and 2 <= off <= end - 4:
+            new = _RELAXATIONS[kind].get(bytes(data[off - 2:off]))
+            if new is not None:
+                out[i] = new
+    return out
+
+
+# --- the scan pass --------------------------------------------------------
+
+class SectionPlan:
+    """What the scan decided for one section, by relocation index."""
+
+    __slots__ = ("special", "relaxed", "via_stub")
+
+    def __init__(self, special: list[int], relaxed: dict[int, bytes], via_stub: set[int]) -> None:
+        self.special = special      # in order: the relocations ``write_common`` does not write
+        self.relaxed = relaxed      # GOT loads made direct: the new opcode bytes
+        self.via_stub = via_stub    # branches that reach their target through a far-call stub
+
+
+_NOTHING_DECIDED = SectionPlan([], {}, set())
+_FEW = 16      # up to this many relocations, the scan computes each rather than use a window
+
+
+class Scanner:
+    """The scan pass over one unit's sections, before any is written.
+
+    ``scan`` decides for a section, from the symbols' final addresses
+    (``values[i]`` is symbol i's) and the section's bytes, and adds the
+    targets that need a GOT entry to ``got`` and those that need a
+    far-call stub to ``stubs``: the unit acquires them in one batch.
+    """
+
+    __slots__ = ("got", "stubs", "relax")
+
+    def __init__(self, relax: bool = True) -> None:
+        self.got: set[int] = set()
+        self.stubs: set[int] = set()
+        self.relax = relax
+
+    def scan(self, data: bytes | bytearray, relocs: Sequence[Rela], values: Sequence[int],
+             base: int) -> SectionPlan | None:
+        """The plan for the relocations of ``data``, placed at ``base``; None
+        when ``write_common`` can write them all (only R64/PC32/PLT32, none
+        redirected)."""
+        if len(relocs) <= _FEW:         # a tiny object's section: one look at each is cheapest
+            for off, kind, si, a in relocs:
+                if kind == _PC32 or kind == _PLT32:
+                    if not -_REACH <= values[si] + a - base - off < _REACH:
+                        break
+                elif kind != _R64 and kind != _NONE:
+                    break
             else:
-                raise UnsupportedRelocationError(
-                    f"{where}+{off:#x}: relocation type {NAMES.get(kind, kind)} against {names(si)} is not supported")
-        except (struct.error, IndexError):
-            raise MalformedObjectError(
-                f"{where}+{off:#x}: {NAMES.get(kind, kind)} lies outside the section ({end} bytes)") from None
+                return None
+        kind_of = _kinds(relocs)
+        via_stub = self._far_branches(data, relocs, values, base) \
+            if _PC32 in kind_of or _PLT32 in kind_of else set()
+        rare = _rare_kinds(kind_of)
+        if not rare:
+            return SectionPlan(sorted(via_stub), {}, via_stub) if via_stub else None
+        where = {k: _indices(kind_of, k) for k in rare}
+        relaxed = relax_got_loads(data, relocs, where.get(Reloc.GOTPCRELX, []) + where.get(Reloc.REX_GOTPCRELX, []),
+                                  values, base) if self.relax else {}
+        for k in GOT_KINDS.intersection(rare):
+            self.got.update(values[relocs[i][2]] for i in where[k] if i not in relaxed)
+        special = sorted(via_stub.union(*where.values()))
+        return SectionPlan(special, relaxed, via_stub)
+
+    def _far_branches(self, data: bytes | bytearray, relocs: Sequence[Rela], values: Sequence[int],
+                      base: int) -> set[int]:
+        """PC32/PLT32 relocations out of reach that a stub can fix: PLT32, and
+        PC32 after a call or jmp opcode.  (Out-of-reach data references are
+        left to the fixup, which reports them.)
+
+        Computing each of many would cost as much as writing it, so a window
+        vouches for most: every field of the section reaches a target symbol
+        within ``2 GiB - _ADDEND_SLACK`` of both ends of the section with an
+        addend up to the slack.  (With a larger addend a stub is no help:
+        the branch goes to symbol + addend, into the middle of the stub; the
+        fixup reports it if it does not fit.)  Only relocations of symbols
+        outside the window are computed.
+        """
+        size = len(data)
+        if len(relocs) > _FEW:
+            low, high = base + size - _REACH + _ADDEND_SLACK, base + _REACH - _ADDEND_SLACK
+            targets = set(map(_symbol, relocs))
+            addresses = [values[si] for si in targets]
+            if low <= min(addresses) and max(addresses) < high:
+                return set()
+            far = {si for si in targets if not low <= values[si] < high}
+            candidates: Iterable[int] = [i for i, si in enumerate(map(_symbol, relocs)) if si in far]
+        else:
+            candidates = range(len(relocs))
+        stubs = self.stubs
+        out: set[int] = set()
+        for i in candidates:
+            off, kind, si, a = relocs[i]
+            if kind == _PC32 or kind == _PLT32:
+                s = values[si]
+                if not -_REACH <= s + a - base - off < _REACH \
+                        and (kind == _PLT32 or 0 < off <= size and data[off - 1] in _BRANCH_OPCODES):
+                    out.add(i)
+                    stubs.add(s)
+        return out
 
 
-class _Where:
-    """Names the section in error messages; formatted only when one is raised."""
-    __slots__ = ("obj", "section")
+def _kinds(relocs: Sequence[Rela]) -> bytes | list[int]:
+    """The relocations' kinds as a column: bytes (searched at C speed) unless
+    one is beyond 255 (an unknown kind)."""
+    try:
+        return bytes(map(_kind, relocs))
+    except ValueError:
+        return list(map(_kind, relocs))
 
-    def __init__(self, obj: Any, section: int):
+
+def _rare_kinds(kind_of: bytes | list[int]) -> set[int]:
+    """The kinds in the column that ``write_common`` does not handle."""
+    if isinstance(kind_of, bytes):
+        return set(kind_of.translate(None, _COMMON_BYTES))
+    return set(kind_of) - _COMMON
+
+
+def _indices(items: bytes | list[int], value: int) -> list[int]:
+    """Where ``value`` occurs in ``items`` (``index`` scans at C speed)."""
+    out: list[int] = []
+    i = -1
+    try:
+        while True:
+            i = items.index(value, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
+
+
+# --- the fixup pass -------------------------------------------------------
+
+class ObjectNames(Protocol):
+    """What error messages name (``elf.ObjectFile`` provides it)."""
+    @property
+    def name(self) -> str: ...
+    def section_name(self, i: int) -> str: ...
+    def symbol_name(self, i: int) -> str: ...
+
+
+def write_common(buf: bytearray, relocs: Sequence[Rela], values: Sequence[int], base: int) -> None:
+    """R64, PC32 and PLT32 in one loop: the checked writers' fast path.
+    ``struct`` checks range and bounds of each write; one of
+    ``_WRITE_ERRORS`` means one failed, and the caller redoes them through
+    the checked writers to say which."""
+    i32, u64 = _i32, _u64
+    r64, none, mask = _R64, _NONE, _MASK64
+    for off, kind, si, a in relocs:
+        if kind == r64:
+            u64(buf, off, (values[si] + a) & mask)          # S + A
+        elif kind != none:
+            i32(buf, off, values[si] + a - base - off)      # PC32, PLT32: S + A - P
+
+
+class Fixups:
+    """The fixup pass for one object: computes every relocation's value and
+    writes it.  It decides nothing: relaxed loads and stubbed branches come
+    from the scan's ``SectionPlan``; ``got``/``stubs`` map targets to the
+    entries acquired for them."""
+
+    __slots__ = ("obj", "values", "got_base", "got", "stubs", "sizes", "section", "base")
+
+    def __init__(self, obj: ObjectNames, values: Sequence[int], got_base: int,
+                 got: Mapping[int, int], stubs: Mapping[int, int], sizes: Callable[[int], int]) -> None:
         self.obj = obj
-        self.section = section
+        self.values = values
+        self.got_base = got_base
+        self.got = got
+        self.stubs = stubs
+        self.sizes = sizes          # symbol index -> Z
+        self.section = 0            # the section being fixed up, for messages
+        self.base = 0
 
-    def __format__(self, spec: str) -> str:
-        return f"{self.obj.name}:{self.obj.section_name(self.section)}"
+    def apply(self, buf: bytearray, section: int, base: int, relocs: Sequence[Rela],
+              plan: SectionPlan | None) -> None:
+        """Apply ``relocs`` to ``buf``, the bytes of ``section`` placed at
+        ``base``, in order: runs of common ones by ``write_common``, the
+        plan's special ones one by one."""
+        self.section, self.base = section, base
+        if plan is None:
+            try:
+                write_common(buf, relocs, self.values, base)
+                return
+            except _WRITE_ERRORS:
+                plan = _NOTHING_DECIDED         # one failed: the loop below says which
+        start = 0
+        for i in plan.special:
+            if i > start:
+                self._common(buf, relocs[start:i])
+            off, kind, si, a = relocs[i]
+            self._write(buf, off, kind, si, a, i, plan)
+            start = i + 1
+        if start < len(relocs):
+            self._common(buf, relocs[start:])
+
+    def _common(self, buf: bytearray, relocs: Sequence[Rela]) -> None:
+        try:
+            write_common(buf, relocs, self.values, self.base)
+        except _WRITE_ERRORS:
+            for off, kind, si, a in relocs:      # one failed: the checked writers say which
+                self._write(buf, off, kind, si, a, -1, _NOTHING_DECIDED)
+            raise
+
+    def _write(self, buf: bytearray, off: int, kind: int, si: int, a: int, i: int, plan: SectionPlan) -> None:
+        """Relocation ``i`` (its fields unpacked) through the checked writers."""
+        s = self.values[si]
+        p = self.base + off
+        gb = self.got_base
+        if kind == _PLT32 or kind == _PC32:
+            write_i32(buf, off, (self.stubs[s] if i in plan.via_stub else s) + a - p, self, kind, si)
+        elif kind == _R64:
+            write_u64(buf, off, s + a, self, kind, si)
+        elif kind in _GOTPCREL_KINDS:
+            new = plan.relaxed.get(i)
+            if new is None:
+                write_i32(buf, off, self.got[s] + a - p, self, kind, si)
+            else:                                        # bounds checked by the scan
+                buf[off - 2:off] = new
+                write_i32(buf, off, s + a - p, self, kind, si)
+        elif kind == Reloc.PC64:
+            write_u64(buf, off, s + a - p, self, kind, si)
+        elif kind == Reloc.R32:
+            write_u32(buf, off, s + a, self, kind, si)
+        elif kind == Reloc.R32S:
+            write_i32(buf, off, s + a, self, kind, si)
+        elif kind == Reloc.GOTOFF64 or kind == Reloc.PLTOFF64:
+            write_u64(buf, off, s + a - gb, self, kind, si)
+        elif kind == Reloc.GOTPC64:
+            write_u64(buf, off, gb + a - p, self, kind, si)
+        elif kind == Reloc.GOTPC32:
+            write_i32(buf, off, gb + a - p, self, kind, si)
+        elif kind == Reloc.GOT64 or kind == Reloc.GOTPLT64:
+            write_u64(buf, off, self.got[s] - gb + a, self, kind, si)
+        elif kind == Reloc.GOTPCREL64:
+            write_u64(buf, off, self.got[s] + a - p, self, kind, si)
+        elif kind == Reloc.GOT32:
+            write_i32(buf, off, self.got[s] - gb + a, self, kind, si)
+        elif kind == Reloc.SIZE32:
+            write_u32(buf, off, (self.sizes(si) + a) & 0xFFFFFFFF, self, kind, si)
+        elif kind == Reloc.SIZE64:
+            write_u64(buf, off, self.sizes(si) + a, self, kind, si)
+        elif kind == Reloc.PC16:
+            write_u16(buf, off, s + a - p, self, kind, si)
+        elif kind == Reloc.R16:
+            write_u16(buf, off, s + a, self, kind, si)
+        elif kind == Reloc.PC8:
+            write_u8(buf, off, s + a - p, self, kind, si)
+        elif kind == Reloc.R8:
+            write_u8(buf, off, s + a, self, kind, si)
+        elif kind != _NONE:
+            raise self.unsupported(off, kind, si)
+
+    # --- messages --------------------------------------------------------
+
+    def _where(self, off: int) -> str:
+        return f"{self.obj.name}:{self.obj.section_name(self.section)}+{off:#x}"
+
+    def unsupported(self, off: int, kind: int, si: int) -> UnsupportedRelocationError:
+        sym = self.obj.symbol_name(si)
+        if kind in TLS_KINDS:
+            return UnsupportedRelocationError(
+                f"{self._where(off)}: thread-local relocation {kind_name(kind)} against {sym} "
+                f"is not supported (thread-locals need the dynamic loader's TLS blocks)")
+        return UnsupportedRelocationError(
+            f"{self._where(off)}: relocation type {kind_name(kind)} against {sym} is not supported")
+
+    def error(self, buf: bytearray, off: int, width: int, value: int, kind: int, si: int) -> LinkError:
+        """Why writing ``value`` (``width`` bytes at ``off``) failed: the field
+        is outside the section, or the value does not fit it."""
+        where, name = self._where(off), kind_name(kind)
+        if off + width > len(buf):
+            return MalformedObjectError(f"{where}: {name} lies outside the section ({len(buf)} bytes)")
+        p = self.base + off
+        if kind == _PC32 or kind == _PLT32:
+            return UnsupportedRelocationError(
+                f"{where}: {name} to {self.obj.symbol_name(si)} at {self.values[si]:#x} is out of the "
+                f"+-2 GiB range of {p:#x}")
+        if kind == Reloc.R32 or kind == Reloc.R32S:
+            return UnsupportedRelocationError(
+                f"{where}: {name} to {self.obj.symbol_name(si)} at {value:#x} is out of range "
+                f"(absolute 32-bit addresses must lie below 2 GiB, and the arena is near libc "
+                f"at {p:#x}): compile with -fPIC")
+        if kind in _SMALL_BITS:
+            return UnsupportedRelocationError(
+                f"{where}: {name} to {self.obj.symbol_name(si)} does not fit in {_SMALL_BITS[kind]} bits")
+        target = "_GLOBAL_OFFSET_TABLE_" if kind == Reloc.GOTPC32 else self.obj.symbol_name(si)
+        return UnsupportedRelocationError(f"{where}: {name} to {target} does not fit in 32 bits ({value:#x})")
 
 
-def _checked32(v: int, where: Any, off: int, kind: int, target: str) -> int:
-    if not _near(v):
-        raise UnsupportedRelocationError(
-            f"{where}+{off:#x}: {NAMES[kind]} to {target} does not fit in 32 bits ({v:#x})")
-    return v
+# --- checked writers: range and bounds in one step -------------------------
+
+def write_i32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
+    """A signed 32-bit field."""
+    try:
+        _i32(buf, off, value)
+    except _WRITE_ERRORS:
+        raise fx.error(buf, off, 4, value, kind, si) from None
+
+
+def write_u32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
+    """An unsigned 32-bit field."""
+    try:
+        _u32(buf, off, value)
+    except _WRITE_ERRORS:
+        raise fx.error(buf, off, 4, value, kind, si) from None
+
+
+def write_u64(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
+    """A 64-bit field: every value fits (modulo 2**64); only bounds can fail."""
+    try:
+        _u64(buf, off, value & _MASK64)
+    except _WRITE_ERRORS:
+        raise fx.error(buf, off, 8, value, kind, si) from None
+
+
+def write_u16(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
+    """A 16-bit field, signed or unsigned."""
+    try:
+        if not -0x8000 <= value <= 0xFFFF:
+            raise OverflowError
+        _u16(buf, off, value & 0xFFFF)
+    except _WRITE_ERRORS:
+        raise fx.error(buf, off, 2, value, kind, si) from None
+
+
+def write_u8(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
+    """An 8-bit field, signed or unsigned."""
+    try:
+        if not -0x80 <= value <= 0xFF:
+            raise OverflowError
+        _u8(buf, off, value & 0xFF)
+    except _WRITE_ERRORS:
+        raise fx.error(buf, off, 1, value, kind, si) from None
+
+
+# The old names of the kinds ehframe.py imports (new code says ``Reloc.PC32``).
+R_NONE, R_64, R_PC32, R_GOTPCREL = Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.GOTPCREL
+R_32, R_32S, R_PC64 = Reloc.R32, Reloc.R32S, Reloc.PC64

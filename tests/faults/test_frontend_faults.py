@@ -74,7 +74,7 @@ def _scenario_env() -> dict[str, str]:
 BUSY_WORKERS = r"""
 import os, sys, threading, time
 import hotlink
-from hotlink.frontend.jobs import Job, Options
+from hotlink.frontend.jobs import CompileJob, Options
 from hotlink.frontend.pool import get_pool
 
 # gcc needs minutes for this at -O2 (one function, 20000 interdependent statements)
@@ -99,7 +99,7 @@ def hang():
 
 def gcc():
     # the product compiles C in this process; a C job sent to a worker runs its gcc there
-    pool.run([Job("c", slow_c, "<slow.c>", None, Options(opt=2, cache=False))], 1)
+    pool.run([CompileJob("c", slow_c, "<slow.c>", None, Options(opt=2, cache=False))], 1)
 
 for f in (hang, gcc):
     threading.Thread(target=f, daemon=True).start()

@@ -22,10 +22,15 @@ so it sees canonical syntax, and the result is parsed and verified again.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import CompileError, LinkError
+from .llvm import binding
+from .source import is_bitcode
+
+ModuleRef = Any        # llvmlite.binding.ModuleRef (llvmlite ships no type hints)
 
 _NAME = r'(?:"(?:[^"\\]|\\.)*"|[-a-zA-Z$._0-9]+)'
 _VAR = re.compile(rf"^@({_NAME}) = (internal|private) (.*)$")
@@ -37,7 +42,7 @@ _KIND = re.compile(r"((?:[^\s\"]+ )*?)(global|constant|alias|ifunc) ")
 @dataclass
 class BoundIR:
     """The rewritten module and what happened to each internal global."""
-    module: Any                                        # llvmlite.binding.ModuleRef, ready for Library.add
+    module: ModuleRef                                  # ready for Library.add
     bound: dict[str, int] = field(default_factory=dict)  # name -> host address: pass to Session.define
     promoted: list[str] = field(default_factory=list)    # now external definitions of the JIT code
     kept: list[str] = field(default_factory=list)        # left internal (no identity, or promote=False)
@@ -53,10 +58,9 @@ def _unquote(name: str) -> str:
     return name
 
 
-def _module_text(ir: Any) -> str:
-    from .llvm import _llvm
-    llvm = _llvm()
-    if isinstance(ir, (bytes, bytearray)) and ir[:4] in (b"BC\xc0\xde", b"\xde\xc0\x17\x0b"):
+def _module_text(ir: object) -> str:
+    llvm = binding()
+    if isinstance(ir, (bytes, bytearray)) and is_bitcode(bytes(ir[:4])):
         try:
             return str(llvm.parse_bitcode(bytes(ir)))
         except RuntimeError as e:
@@ -71,7 +75,7 @@ def _module_text(ir: Any) -> str:
         raise CompileError("bind_to_host: invalid LLVM IR", str(e)) from None
 
 
-def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True) -> BoundIR:
+def bind_to_host(ir: object, side_table: Mapping[str, int], *, promote: bool = True) -> BoundIR:
     """Rewrite ``ir`` (text, bitcode, ``llvmlite.ir.Module`` or ``ModuleRef``)
     so its internal globals bind to the host definitions in ``side_table``
     (name -> address, e.g. ``Session.host_symbols(...)``); the others are
@@ -79,7 +83,6 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
 
     Link it with ``session.define(result.bound)`` then ``lib.add(result.module)``.
     """
-    from .llvm import _llvm
     lines = _module_text(ir).split("\n")
     result = BoundIR(module=None)
     # Aliases come before functions in LLVM's printing: decide every binding first.
@@ -94,7 +97,7 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
             if f:
                 line = _function(f.group(1), f.group(2), f.group(3), f.group(4), hosted, promote, result)
         out.append(line)
-    llvm = _llvm()
+    llvm = binding()
     try:
         mod = llvm.parse_assembly("\n".join(out))
         for fn in mod.functions:
@@ -107,7 +110,7 @@ def bind_to_host(ir: Any, side_table: Mapping[str, int], *, promote: bool = True
     return result
 
 
-def _address(name: str, value: Any) -> int:
+def _address(name: str, value: Any) -> int:     # Any: checked here, at run time
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -168,7 +171,8 @@ def _alias(qname: str, linkage: str, rest: str, hosted: dict[str, int], promote:
     return f"@{qname} = {linkage} {rest}"
 
 
-def _function(linkage: str, head: str, qname: str, tail: str, hosted: dict[str, int], promote: bool, result: BoundIR) -> str:
+def _function(linkage: str, head: str, qname: str, tail: str, hosted: dict[str, int], promote: bool,
+              result: BoundIR) -> str:
     name = _unquote(qname)
     if name in hosted:
         result.bound[name] = hosted[name]

@@ -16,7 +16,7 @@ import os
 import struct
 import tempfile
 
-from .jobs import Job, Options, parse_size
+from .jobs import CompileJob, Options, parse_size
 
 FORMAT = b"hotlink-object-cache-1"
 MAGIC = b"HLOBJ\x01\r\n"
@@ -136,7 +136,7 @@ class ObjectCache:
         return freed
 
 
-def job_key(job: Job) -> str | None:
+def job_key(job: CompileJob) -> str | None:
     """The cache key of ``job``, or None when it cannot be cached."""
     o = job.options
     h = hashlib.blake2b(digest_size=32)

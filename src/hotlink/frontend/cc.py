@@ -13,7 +13,8 @@ import subprocess
 import tempfile
 
 from ..errors import CompileError
-from .jobs import Job
+from .jobs import CompileJob
+from .source import is_bitcode
 
 _ids: dict[tuple[str, ...], str] = {}      # compiler identity, per compiler binary and mtime
 
@@ -39,14 +40,14 @@ def compiler(language: str, origin: str | None = None) -> list[str]:
         raise CompileError(f"{where}${var}={raw!r} is not a valid command line ({e})") from None
 
 
-def _base_args(job: Job) -> list[str]:
+def _base_args(job: CompileJob) -> list[str]:
     o = job.options
     march = ["-march=native"] if o.cpu == "host" else ([f"-march={o.cpu}"] if o.cpu else [])
     # -x: the language does not depend on the file name (C text, or language= on any file)
     return ["-fPIC", f"-O{o.opt}", *march, *o.flags, "-x", job.language]
 
 
-def _run(cmd: list[str], job: Job, stdin: bytes | None, what: str) -> subprocess.CompletedProcess[bytes]:
+def _run(cmd: list[str], job: CompileJob, stdin: bytes | None, what: str) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(cmd, input=stdin, capture_output=True)
     except FileNotFoundError:
@@ -57,7 +58,7 @@ def _run(cmd: list[str], job: Job, stdin: bytes | None, what: str) -> subprocess
         raise CompileError(f"{job.origin}: {what}: cannot run {cmd[0]!r}: {e}") from None
 
 
-def compile_c(job: Job) -> bytes:
+def compile_c(job: CompileJob) -> bytes:
     """The object for ``job``; CompileError with the compiler's diagnostics."""
     with tempfile.TemporaryDirectory(prefix="hotlink-cc-") as tmp:
         out = os.path.join(tmp, "out.o")
@@ -85,7 +86,7 @@ def _not_an_object(data: bytes | None) -> str | None:
     object the linker can use, or None if it is one."""
     if data is None:
         return "wrote no output file"
-    if data[:4] in (b"BC\xc0\xde", b"\xde\xc0\x17\x0b"):
+    if is_bitcode(data):
         return "wrote LLVM bitcode, not an ELF object"
     if data[:4] != b"\x7fELF":
         kind = "text (preprocessed source, assembly or dependencies)" if b"\0" not in data[:4096] else "data"
@@ -95,7 +96,8 @@ def _not_an_object(data: bytes | None) -> str | None:
     return None
 
 
-def _no_object_error(job: Job, cmd: list[str], problem: str, proc: subprocess.CompletedProcess[bytes]) -> CompileError:
+def _no_object_error(job: CompileJob, cmd: list[str], problem: str,
+                     proc: subprocess.CompletedProcess[bytes]) -> CompileError:
     suspects = [f for f in cmd if f in _NO_OBJECT_FLAGS or f.startswith(_NO_OBJECT_PREFIXES)]
     if suspects:
         many = len(suspects) > 1
@@ -112,7 +114,7 @@ def _no_object_error(job: Job, cmd: list[str], problem: str, proc: subprocess.Co
                         f"(it exited with status 0 but {problem}; {why}): {shlex.join(cmd)}", out[-4096:])
 
 
-def preprocess(job: Job) -> bytes | None:
+def preprocess(job: CompileJob) -> bytes | None:
     """The preprocessed source, for the cache key (headers included, so a
     changed header is a different key); None if preprocessing fails (the
     compile will then report the error)."""

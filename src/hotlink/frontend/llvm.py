@@ -10,19 +10,27 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from ..errors import CompileError
-from .jobs import Job
+from .jobs import CompileJob
+from .source import is_bitcode
 
-_state: dict[str, Any] = {}            # llvmlite module and target machines, made once per process
+# llvmlite ships no type hints: its objects are Any to mypy. These aliases say what they are.
+TargetMachine = Any                    # llvmlite.binding.TargetMachine
+
+_binding: list[ModuleType] = []        # llvmlite.binding, initialised once per process
+_targets: dict[tuple[str, str], tuple[str, str, str]] = {}      # (cpu, features) -> (triple, cpu, features)
+_machines: dict[tuple[str, str, int], TargetMachine] = {}       # (cpu, features, opt) -> target machine
 _stderr_lock = threading.Lock()
 _UNKNOWN = ("is not a recognized processor", "is not a recognized feature")
 
 
-def _llvm() -> Any:
-    llvm = _state.get("llvm")
-    if llvm is None:
+def binding() -> ModuleType:
+    """``llvmlite.binding``, with the native target initialised; CompileError if llvmlite is missing."""
+    if not _binding:
         try:
             import llvmlite.binding as llvm
         except ImportError as e:
@@ -30,37 +38,40 @@ def _llvm() -> Any:
                                f"pip install llvmlite") from None
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        _state["llvm"] = llvm
-    return llvm
+        _binding.append(llvm)
+    return _binding[0]
+
+
+_llvm = binding     # the old name, still imported by runtime.py
 
 
 def target(cpu: str, features: str) -> tuple[str, str, str]:
     """(triple, cpu name, feature string) that ``cpu``/``features`` resolve to here."""
-    key = ("target", cpu, features)
-    if key not in _state:
-        llvm = _llvm()
+    key = (cpu, features)
+    if key not in _targets:
+        llvm = binding()
         name = llvm.get_host_cpu_name() if cpu == "host" else cpu
         feats = llvm.get_host_cpu_features().flatten() if cpu == "host" else ""
         feats = ",".join(f for f in (feats, features) if f)
-        _state[key] = (llvm.get_process_triple(), name, feats)
-    return _state[key]
+        _targets[key] = (llvm.get_process_triple(), name, feats)
+    return _targets[key]
 
 
 def toolchain_id() -> str:
     import llvmlite
-    llvm = _llvm()
+    llvm = binding()
     return f"llvmlite {llvmlite.__version__} llvm {'.'.join(map(str, llvm.llvm_version_info))}"
 
 
-def target_machine(cpu: str, features: str, opt: int) -> Any:
+def target_machine(cpu: str, features: str, opt: int) -> TargetMachine:
     """A cached PIC, small-code-model target machine for this process (the arena's needs)."""
-    key = ("tm", cpu, features, opt)
-    tm = _state.get(key)
+    key = (cpu, features, opt)
+    tm = _machines.get(key)
     if tm is None:
-        llvm = _llvm()
+        llvm = binding()
         triple, name, feats = target(cpu, features)
 
-        def create() -> Any:
+        def create() -> TargetMachine:
             return llvm.Target.from_triple(triple).create_target_machine(
                 cpu=name, features=feats, opt=opt, reloc="pic", codemodel="small")
 
@@ -68,11 +79,11 @@ def target_machine(cpu: str, features: str, opt: int) -> Any:
             tm = create()                     # LLVM's own name and features for this CPU
         else:
             tm = _checked(create, cpu, features)
-        _state[key] = tm
+        _machines[key] = tm
     return tm
 
 
-def _checked(create: Any, cpu: str, features: str) -> Any:
+def _checked(create: Callable[[], TargetMachine], cpu: str, features: str) -> TargetMachine:
     """``create()``, refusing a CPU name or feature LLVM does not know.
 
     LLVM only prints a warning for those (to fd 2) and carries on with a
@@ -115,9 +126,9 @@ def _checked(create: Any, cpu: str, features: str) -> Any:
     return tm
 
 
-def compile_ir(job: Job) -> bytes:
+def compile_ir(job: CompileJob) -> bytes:
     """The object for ``job`` (IR text or bitcode); CompileError with LLVM's message."""
-    llvm = _llvm()
+    llvm = binding()
     o = job.options
     try:
         tm = target_machine(o.cpu, o.features, o.opt)
@@ -127,7 +138,7 @@ def compile_ir(job: Job) -> bytes:
     mod = None
     try:
         try:
-            if job.data[:4] in (b"BC\xc0\xde", b"\xde\xc0\x17\x0b"):
+            if is_bitcode(job.data):
                 mod = llvm.parse_bitcode(job.data, context=ctx)
             else:
                 mod = llvm.parse_assembly(job.data.decode("utf-8", "replace"), context=ctx)
@@ -148,7 +159,7 @@ def compile_ir(job: Job) -> bytes:
         ctx.close()
 
 
-def _check_triple(triple: str, job: Job) -> None:
+def _check_triple(triple: str, job: CompileJob) -> None:
     # An x86-64 Linux triple with another vendor is fine, and so is none
     # (llvmlite.ir says "unknown-unknown-unknown"); another architecture or OS
     # would give code or an object format the linker cannot use.

@@ -26,13 +26,18 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import hotlink
 
 from ..errors import CompileError, SessionClosedError
-from .jobs import Job
+from .build import filled, load_sources, raise_first
+from .jobs import CompileJob, Options
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 # Runs in the worker: find this hotlink (whatever sys.path found it here), serve;
 # sys.argv[2] is our pid, which the worker watches so it dies with us (worker.py).
@@ -67,7 +72,7 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def submit(self, job: Job) -> bool:
+    def submit(self, job: CompileJob) -> bool:
         """Send ``job``; False if the worker is already gone (not the job's fault)."""
         self._stderr_mark = os.fstat(self.stderr.fileno()).st_size
         try:
@@ -76,7 +81,7 @@ class Worker:
         except OSError:
             return False
 
-    def death(self, job: Job, why: str | None = None) -> CompileError:
+    def death(self, job: CompileJob, why: str | None = None) -> CompileError:
         """The error for ``job``, which was running when this worker died."""
         try:
             rc = self.proc.wait(timeout=10)
@@ -165,11 +170,11 @@ class WorkerPool:
         with self._lock:
             return [w.proc.pid for w in self._idle]
 
-    def run(self, jobs: Sequence[Job], workers: int) -> list[bytes | CompileError]:
+    def run(self, jobs: Sequence[CompileJob], workers: int) -> list[bytes | CompileError]:
         """Compile ``jobs`` on up to ``workers`` processes; one result or error per job."""
-        results: list[Any] = [None] * len(jobs)
+        results: list[bytes | CompileError | None] = [None] * len(jobs)
         if not jobs:
-            return results
+            return []
         pending = deque(range(len(jobs)))
         idle = self._checkout(max(1, min(workers, len(jobs))))
         busy: dict[Connection, tuple[Worker, int, float | None]] = {}
@@ -218,12 +223,12 @@ class WorkerPool:
             for w, _, _ in busy.values():      # interrupted mid-job: their state is unknown
                 w.stop(kill=True)
             self._checkin(idle)
-        return results
+        return filled(results)
 
     def warm(self, workers: int) -> None:
         """Start ``workers`` processes and wait until each has LLVM loaded."""
-        from .jobs import Options
-        job = Job("llvm", b"define void @hotlink_warm() {\n  ret void\n}\n", "<warm-up>", None, Options(opt=0))
+        job = CompileJob("llvm", b"define void @hotlink_warm() {\n  ret void\n}\n", "<warm-up>", None,
+                         Options(opt=0))
         for r in self.run([job] * workers, workers):
             if isinstance(r, CompileError):
                 raise r
@@ -238,29 +243,30 @@ class WorkerPool:
             w.stop()
 
 
-def get_pool(session: Any) -> WorkerPool:
+def get_pool(session: Session) -> WorkerPool:
     """The session's pool, started on first use."""
     with session._lock:
         session._check()
-        if session._pool is None:
-            session._pool = WorkerPool()
-        return session._pool
+        pool: WorkerPool | None = session._pool      # Session types it Any (it imports no front end)
+        if pool is None:
+            pool = session._pool = WorkerPool()
+        return pool
 
 
-def compile_many(session: Any, sources: list[Any], workers: int | None, options: dict[str, Any]) -> list[bytes]:
+def compile_many(session: Session, sources: Sequence[object], workers: int | None,
+                 options: Mapping[str, Any]) -> list[bytes]:
     """``Session.compile_many``: objects for ``sources``, compiling in worker processes.
 
     Objects and archives pass through. With ``return_exceptions=True`` a
     source that fails gives its CompileError in the list; otherwise the first
     failure is raised once every other source is done (and cached).
     """
-    from .build import compile_sources
     options = dict(options)
     return_exceptions = bool(options.pop("return_exceptions", False))
     if workers is not None:
         options["workers"] = workers
-    out = compile_sources(session, sources, options, parallel=True)
-    if not return_exceptions:
-        from .build import raise_first
-        raise_first(out)
-    return [r if isinstance(r, CompileError) else r[0] for r in out]  # type: ignore[misc]
+    out = load_sources(session, sources, options, parallel=True)
+    if return_exceptions:
+        # CompileErrors in their places, as documented; the annotation is Session.compile_many's
+        return cast("list[bytes]", [r if isinstance(r, CompileError) else r[0] for r in out])
+    return [data for data, _ in raise_first(out)]

@@ -26,10 +26,10 @@ import time
 from multiprocessing.connection import Connection
 
 from ..errors import CompileError
-from .jobs import Job
+from .jobs import CompileJob
 
 
-def run_job(job: Job) -> bytes:
+def run_job(job: CompileJob) -> bytes:
     """The object for ``job``; CompileError if the front end rejects it."""
     if job.language == "llvm":
         from .llvm import compile_ir
@@ -95,13 +95,13 @@ def main(parent: int | None = None) -> None:
     inp = Connection(0, writable=False)
     while True:
         try:
-            job: Job = pickle.loads(inp.recv_bytes())
+            job: CompileJob = pickle.loads(inp.recv_bytes())
         except EOFError:                              # the parent closed us (or died)
             return
         if job.options.crash:
             _crash(job.options.crash)
         try:
-            reply: tuple = ("ok", run_job(job))
+            reply: tuple[str, bytes] | tuple[str, str, str] = ("ok", run_job(job))
         except CompileError as e:
             reply = ("error", message(e), e.diagnostics)
         except Exception as e:                        # a front-end bug: report it, keep serving
