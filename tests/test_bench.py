@@ -26,6 +26,9 @@ REQUIRED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch")
 OPTIONAL = ("compile_parallel",)       # skipped (with a note) while its script does not exist
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+# every test here reads one `hotlink bench --quick` run in a subprocess (tens of seconds)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:

@@ -37,7 +37,7 @@ int (*far_pointer(void))(void) { return far_fn; }
 
 def test_far_calls_use_stubs_and_far_data_uses_got(session, compile_c, far_page):
     session.define({"far_fn": far_page, "far_data": far_page + 64})
-    arena = session._arena
+    arena = session.arena
     assert abs(far_page - arena.base) > 1 << 31
     obj = compile_c(SRC, "-fPIC")
     lib = session.library("far")

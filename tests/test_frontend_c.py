@@ -184,6 +184,7 @@ def test_hotlink_run_c_file(tmp_path):
     assert proc.returncode == 6, proc.stderr
 
 
+@pytest.mark.slow
 def test_hotlink_run_c_ll_and_bc_together(tmp_path):
     import llvmlite.binding as llvm
     (tmp_path / "main.c").write_text(

@@ -49,6 +49,7 @@ long seen_of(int k, int v) { return atomic_load(&seen[k][v]); }
 """
 
 
+@pytest.mark.slow
 def test_stress_replace_under_native_and_python_callers(session, compile_c):
     v1 = compile_c(VERSION.format(v=1)).read_bytes()
     v2 = compile_c(VERSION.format(v=2)).read_bytes()
@@ -200,7 +201,7 @@ def test_runtime_functions_from_python(session):
     online = session.runtime_function("hotlink_thread_online", ctypes.c_int)
     quiescent = session.runtime_function("hotlink_quiescent")
     offline = session.runtime_function("hotlink_thread_offline")
-    native = session._reclaimer.native
+    native = session.reclaimer.native
     before = native.online()
     assert online() == 0
     assert native.online() == before + 1

@@ -44,7 +44,7 @@ def alive(pid: int) -> bool:
 def test_compile_many_in_workers_reused_across_calls(session, cache_dir):
     objs = session.compile_many([ir(f"f{i}") for i in range(6)], workers=2, cache=False)
     assert len(objs) == 6 and all(o[:4] == b"\x7fELF" for o in objs)
-    pool = session._pool
+    pool = session.compile_pool
     assert pool.started == 2 and sorted(pool.pids()) and len(pool.pids()) == 2
     pids = sorted(pool.pids())
     session.compile_many([ir(f"g{i}") for i in range(4)], workers=2, cache=False)
@@ -61,6 +61,7 @@ def test_objects_pass_through_compile_many(session, compile_c, cache_dir):
 
 
 @pytest.mark.parametrize("mode, signal_name", [("segv", "SIGSEGV"), ("abort", "SIGABRT")])
+@pytest.mark.slow
 def test_worker_crash_fails_only_that_source(session, cache_dir, mode, signal_name):
     sources = [ir("ok0"), Source(ir("boom"), _crash=mode), ir("ok1"), ir("ok2"), ir("ok3")]
     out = session.compile_many(sources, workers=2, return_exceptions=True, cache=False)
@@ -71,11 +72,12 @@ def test_worker_crash_fails_only_that_source(session, cache_dir, mode, signal_na
     lib = session.library("survivors")
     lib.add_many([out[0], out[2], out[3], out[4]])                  # the others are fine
     assert lib.function("ok3", c_int, [c_int])(5) == 15
-    started = session._pool.started
+    started = session.compile_pool.started
     again = session.compile_many([ir("after0"), ir("after1")], workers=2, cache=False)
-    assert len(again) == 2 and session._pool.started >= started      # restarted as needed
+    assert len(again) == 2 and session.compile_pool.started >= started      # restarted as needed
 
 
+@pytest.mark.slow
 def test_crash_in_add_many_raises_and_adds_nothing(session, cache_dir):
     lib = session.library("tx")
     with pytest.raises(hotlink.CompileError, match="died"):
@@ -93,6 +95,7 @@ def test_crash_with_isolate_for_a_single_add(session, cache_dir):
     assert lib.function("lonely", c_int, [c_int])(3) == 9
 
 
+@pytest.mark.slow
 def test_hung_worker_is_killed_after_timeout(session, cache_dir):
     t = time.monotonic()
     out = session.compile_many([ir("quick"), Source(ir("stuck"), _crash="hang", timeout=0.5)],
@@ -113,7 +116,7 @@ def test_compile_error_in_worker_keeps_diagnostics(session, cache_dir):
 def test_workers_stop_with_the_session(cache_dir):
     s = hotlink.Session()
     s.compile_many([ir("x"), ir("y")], workers=2, cache=False)
-    pids = s._pool.pids()
+    pids = s.compile_pool.pids()
     assert len(pids) == 2 and all(alive(p) for p in pids)
     s.close()
     deadline = time.monotonic() + 10
@@ -124,14 +127,15 @@ def test_workers_stop_with_the_session(cache_dir):
         s.compile_many([ir("z"), ir("w")])
 
 
+@pytest.mark.slow
 def test_worker_killed_while_idle_is_replaced(session, cache_dir):
     session.compile_many([ir("p"), ir("q")], workers=2, cache=False)
-    victim = session._pool.pids()[0]
+    victim = session.compile_pool.pids()[0]
     os.kill(victim, 9)
     time.sleep(0.1)
     out = session.compile_many([ir("r"), ir("s")], workers=2, cache=False)
     assert all(isinstance(o, bytes) for o in out)
-    assert victim not in session._pool.pids()
+    assert victim not in session.compile_pool.pids()
 
 
 # ------------------------------------------------------------- the cache
@@ -171,6 +175,7 @@ def test_c_cache_sees_header_changes(session, tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "header"])
+@pytest.mark.slow
 def test_corrupted_entry_is_recompiled_not_loaded(session, cache_dir, damage):
     good = session.compile_many([ir("fragile")], workers=1)[0]
     (entry,) = cache_files(cache_dir)
@@ -226,6 +231,7 @@ def test_cache_location_options(session, tmp_path, monkeypatch):
     assert len(cache_files(tmp_path / "xdg" / "hotlink")) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_compile_many_from_threads(session, cache_dir):
     import threading
     results: dict[int, list[bytes]] = {}
@@ -239,4 +245,4 @@ def test_concurrent_compile_many_from_threads(session, cache_dir):
     for th in threads:
         th.join()
     assert sorted(results) == [0, 1] and all(len(r) == 3 for r in results.values())
-    assert session._pool.idle <= session._pool.max_idle          # extra workers were stopped
+    assert session.compile_pool.idle <= session.compile_pool.max_idle          # extra workers were stopped

@@ -70,6 +70,7 @@ def test_remove_one_unit_keeps_the_rest(session, tiny_template):
         assert lib.function(name, ctypes.c_int, [ctypes.c_int])(1) == 3 + k
 
 
+@pytest.mark.slow
 def test_churn_is_flat(session, tiny_template):
     """add/remove forever: resident memory and Python allocations stay flat."""
     lib = session.library("churn")
@@ -185,6 +186,7 @@ extern "C" int stays(int n) {
 """
 
 
+@pytest.mark.slow
 def test_unwind_info_registered_and_removed(compile_cxx):
     thrower = compile_cxx(THROWER, "-fPIC").read_bytes()
     stays = compile_cxx(STAYS, "-fPIC")

@@ -165,6 +165,7 @@ def test_cases_are_varied():
 
 
 @pytest.mark.parametrize("data,level", [(d, lvl) for _, d, lvl in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_compress2_matches_reference(z: Zlib, system_z: Zlib, data: bytes, level: int):
     ours = z.compress(data, level)
     assert ours == system_z.compress(data, level)
@@ -174,6 +175,7 @@ def test_compress2_matches_reference(z: Zlib, system_z: Zlib, data: bytes, level
 
 
 @pytest.mark.parametrize("data,level", [(d, lvl) for _, d, lvl in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_uncompress_round_trip(z: Zlib, data: bytes, level: int):
     # Decompress what Python produced, and what we produced ourselves.
     assert z.decompress(zlib.compress(data, level), len(data)) == data

@@ -413,6 +413,9 @@ class Arena:
     def take_chunk(self, size: int, pool: Pool) -> int:
         """Hand ``size`` bytes (whole chunks, contiguous) to ``pool``: the
         first free run in any region, else a new region."""
+        if size > MAX_ARENA_SIZE:
+            raise LinkError(f"code arena exhausted: a block of {size} bytes cannot fit in any region "
+                            f"(at most {MAX_ARENA_SIZE >> 20} MiB within reach of libc)")
         free = bytes(size // CHUNK)
         for attempt in (0, 1):
             for r in self.regions:

@@ -214,7 +214,7 @@ def main(seconds_per_variant: float = 2.0, native_threads: int = 2) -> int:
 
         results: list[Result] = []
         patches = 0
-        punched_before = session._arena.punched
+        punched_before = session.arena.punched
         retired_total = 0
 
         def view(current: str, rate: float) -> Table:
@@ -229,7 +229,7 @@ def main(seconds_per_variant: float = 2.0, native_threads: int = 2) -> int:
             t.add_row(f"[bold]{current}[/]", f"{rate:,.0f}", "")
             t.caption = (f"patches: {patches}   live: {mem.used} B   retired (waiting for a grace period): "
                          f"{mem.retired} B   freed: {retired_total - mem.retired} B   pages back to the OS: "
-                         f"{(session._arena.punched - punched_before) // 4096}")
+                         f"{(session.arena.punched - punched_before) // 4096}")
             return t
 
         with Live(view(variants[0][0], 0), console=console, refresh_per_second=8) as live:
@@ -257,7 +257,7 @@ def main(seconds_per_variant: float = 2.0, native_threads: int = 2) -> int:
         bad = driver.function("stop_all", ctypes.c_int64, [ctypes.c_int64])(native_threads)
         session.synchronize()
         mem = session.memory()
-        freed_pages = (session._arena.punched - punched_before) // 4096
+        freed_pages = (session.arena.punched - punched_before) // 4096
         console.print(f"[bold green]winner:[/] {best.label}: {best.calls_per_s:,.0f} calls/s, "
                       f"{best.calls_per_s / results[0].calls_per_s:.1f}x the O0 variant")
         console.print(f"{patches} patches applied while {native_threads} native threads and 1 Python "

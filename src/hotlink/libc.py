@@ -59,6 +59,10 @@ free: Callable[[int | None], None] = _declare(LIBC, "free", None, _void_p)
 
 # void *dlsym(void *handle, const char *name): handle None is RTLD_DEFAULT (the global scope)
 dlsym: Callable[[int | None, bytes], int | None] = _declare(LIBC, "dlsym", _void_p, _void_p, ctypes.c_char_p)
+# void *dlopen(const char *path, int mode): NULL on failure, dlerror() says why
+dlopen: Callable[[bytes, int], int | None] = _declare(LIBC, "dlopen", _void_p, ctypes.c_char_p, ctypes.c_int)
+# char *dlerror(void): the last dl* error of this thread
+dlerror: Callable[[], bytes | None] = _declare(LIBC, "dlerror", ctypes.c_char_p)
 
 
 class PhdrInfo(ctypes.Structure):

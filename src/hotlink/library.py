@@ -45,51 +45,51 @@ class Unit:
     bookkeeping lives in ``UnitExtras``, created on first use.
     """
 
-    __slots__ = ("_name", "library", "alive", "seq", "_symbols", "_blocks", "_deps", "_users",
-                 "_archive", "_x", "__weakref__")
+    __slots__ = ("_name", "library", "alive", "seq", "names", "blocks", "deps", "users",
+                 "archive", "extra", "__weakref__")
 
     def __init__(self, library: Library, name: str | None, seq: int, archive: Archive | None = None):
         self._name = name                                # None: "unit<seq>"
         self.library = library
         self.alive = True
         self.seq = seq
-        self._symbols: tuple[str, ...] = ()              # names this unit published
-        self._blocks: list[int] = []                     # arena.pack_block(...) each
-        self._deps: set | None = None                    # units and entry stubs this one references
-        self._users: set[Unit] | None = None             # units referencing this one
-        self._archive = archive
-        self._x: UnitExtras | None = None
+        self.names: tuple[str, ...] = ()              # names this unit published
+        self.blocks: list[int] = []                     # arena.pack_block(...) each
+        self.deps: set | None = None                    # units and entry stubs this one references
+        self.users: set[Unit] | None = None             # units referencing this one
+        self.archive = archive
+        self.extra: UnitExtras | None = None
 
     @property
     def name(self) -> str:
         return self._name or f"unit{self.seq}"
 
     def extras(self) -> UnitExtras:
-        if self._x is None:
-            self._x = UnitExtras()
-        return self._x
+        if self.extra is None:
+            self.extra = UnitExtras()
+        return self.extra
 
     @property
     def symbols(self) -> list[str]:
         """The names this unit defines (for an archive: of the members pulled so far)."""
-        return list(self._symbols)
+        return list(self.names)
 
     @property
     def dependents(self) -> list[Unit]:
         """Live units that reference this one: directly, or through the entry
         stubs of functions it provides."""
-        users = {u for u in self._users or () if u.alive}
-        for entry in self._entries():
+        users = {u for u in self.users or () if u.alive}
+        for entry in self.own_entry_stubs():
             users.update(entry.live_users())
         users.discard(self)
         return sorted(users, key=lambda u: u.seq)
 
-    def _entries(self) -> list:
+    def own_entry_stubs(self) -> list:
         """The entry stubs (patchable libraries) whose slots point into this unit."""
-        entries = self.library._entries
+        entries = self.library.entry_stubs
         if not entries:
             return []
-        return [e for e in map(entries.get, self._symbols) if e is not None and e.unit is self]
+        return [e for e in map(entries.get, self.names) if e is not None and e.unit is self]
 
     def remove(self, cascade: bool = False) -> None:
         """Unload this unit: destructors, unwind info, symbols, memory.
@@ -99,7 +99,7 @@ class Unit:
         transitively, newest first).
         """
         session = self.library.session
-        with session._lock:
+        with session.lock:
             if not self.alive:
                 raise SessionClosedError(f"unit {self.name!r} was already removed")
             users = self.dependents
@@ -114,7 +114,7 @@ class Unit:
                 if u not in doomed:
                     doomed.add(u)
                     todo.extend(u.dependents)
-            session._unlink(sorted(doomed, key=lambda u: -u.seq))
+            session.unlink_units(sorted(doomed, key=lambda u: -u.seq))
 
     def __repr__(self) -> str:
         state = "" if self.alive else " removed"
@@ -137,22 +137,30 @@ class Library:
         self.link_order = tuple(link_order)
         self.patchable = patchable
         self.alive = True
-        self._symbols: dict[str, Definition] = {}
+        self.definitions: dict[str, Definition] = {}
         self._shadowed: dict[str, list[Definition]] = {}     # definitions that lost, for when the winner goes
-        self._lazy: dict[str, tuple[Unit, int]] = {}     # name -> (archive unit, member offset)
-        self._comdats: dict[str, Unit] = {}
+        self.lazy: dict[str, tuple[Unit, int]] = {}     # name -> (archive unit, member offset)
+        self.comdats: dict[str, Unit] = {}
         self._units: list[Unit] = []
         self._archives: list[Unit] = []     # archive units, oldest first (they may offer members again)
-        self._entries: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
+        self.entry_stubs: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
 
     @property
     def units(self) -> list[Unit]:
         return list(self._units)
 
-    def _check(self) -> None:
+    def record_unit(self, unit: Unit) -> None:
+        """A committed link's new unit joins the library."""
+        self._units.append(unit)
+
+    def forget_unit(self, unit: Unit) -> None:
+        if unit in self._units:
+            self._units.remove(unit)
+
+    def check_open(self) -> None:
         if not self.alive:
             raise SessionClosedError(f"library {self.name!r} was removed")
-        self.session._check()
+        self.session.check_open()
 
     # --- the internal API: definitions -------------------------------------
 
@@ -160,14 +168,14 @@ class Library:
         """Make ``sym`` the definition of ``name``; one it displaces from another
         live unit is kept as shadowed, to come back when ``sym``'s unit goes
         (``old_target``: where the name's entry stub jumped before, if it has one)."""
-        old = self._symbols.get(name)
-        self._symbols[name] = sym
+        old = self.definitions.get(name)
+        self.definitions[name] = sym
         if old is not None and old.unit is not sym.unit and old.unit is not replacing \
                 and old.unit is not None and old.unit.alive:
             if old.flags & STUB:
                 old = old._replace(flags=old.flags & ~STUB, address=old_target)
             self.shadow(name, old)
-        self._lazy.pop(name, None)
+        self.lazy.pop(name, None)
 
     def shadow(self, name: str, sym: Definition) -> None:
         self._shadowed.setdefault(name, []).append(sym)
@@ -176,14 +184,14 @@ class Library:
     def unpublish(self, unit: Unit) -> None:
         """Take away ``unit``'s definitions and lazy members; what they
         shadowed comes back (a weak definition, or an archive's member)."""
-        table = self._symbols
+        table = self.definitions
         freed = []
-        for name in unit._symbols:
+        for name in unit.names:
             d = table.get(name)
             if d is not None and d.unit is unit:
                 del table[name]
                 freed.append(name)
-        x = unit._x
+        x = unit.extra
         if x is not None and x.shadows:
             for name in x.shadows:
                 rest = [d for d in self._shadowed.get(name, ()) if d.unit is not unit]
@@ -191,7 +199,7 @@ class Library:
                     self._shadowed[name] = rest
                 else:
                     self._shadowed.pop(name, None)
-        if unit._archive is not None:
+        if unit.archive is not None:
             self.withdraw(unit)
         for name in freed:
             self._restore(name)
@@ -208,17 +216,17 @@ class Library:
                 self._shadowed[name] = cands
             else:
                 del self._shadowed[name]
-            self._symbols[name] = best
-            if name not in best.unit._symbols:
-                best.unit._symbols += (name,)
+            self.definitions[name] = best
+            if name not in best.unit.names:
+                best.unit.names += (name,)
             return
         self._shadowed.pop(name, None)
         for unit in self._archives:
-            a = unit._archive
+            a = unit.archive
             if unit.alive:
                 off = a.index.get(name)
-                if off is not None and (unit._x is None or off not in unit._x.members):
-                    self._lazy.setdefault(name, (unit, off))
+                if off is not None and (unit.extra is None or off not in unit.extra.members):
+                    self.lazy.setdefault(name, (unit, off))
                     return
 
     # --- the internal API: archive members and COMDAT groups ----------------
@@ -226,35 +234,35 @@ class Library:
     def offer(self, unit: Unit) -> None:
         """Make an archive unit's members available for lazy pulling."""
         self._archives.append(unit)
-        lazy, table = self._lazy, self._symbols
-        for sym, off in unit._archive.index.items():
+        lazy, table = self.lazy, self.definitions
+        for sym, off in unit.archive.index.items():
             if sym not in table:
                 lazy.setdefault(sym, (unit, off))
 
     def consume_member(self, unit: Unit, offset: int) -> None:
         """A member was pulled: it is part of ``unit`` now, no longer offered."""
         unit.extras().members.add(offset)
-        lazy = self._lazy
-        for name in unit._archive.member_symbols(offset):
+        lazy = self.lazy
+        for name in unit.archive.member_symbols(offset):
             if lazy.get(name) == (unit, offset):
                 del lazy[name]
 
     def withdraw(self, unit: Unit) -> None:
         if unit in self._archives:
             self._archives.remove(unit)
-        lazy = self._lazy
-        for name, off in unit._archive.index.items():
+        lazy = self.lazy
+        for name, off in unit.archive.index.items():
             if lazy.get(name) == (unit, off):
                 del lazy[name]
 
     def claim_comdat(self, signature: str, unit: Unit) -> None:
-        self._comdats[signature] = unit
+        self.comdats[signature] = unit
         unit.extras().comdats.append(signature)
 
     def release_comdats(self, unit: Unit) -> None:
-        for sig in unit._x.comdats if unit._x is not None else ():
-            if self._comdats.get(sig) is unit:
-                del self._comdats[sig]
+        for sig in unit.extra.comdats if unit.extra is not None else ():
+            if self.comdats.get(sig) is unit:
+                del self.comdats[sig]
 
     # --- the public API -------------------------------------------------------
 
@@ -267,7 +275,7 @@ class Library:
         ``options`` go to the front end (``language``, ``opt``, ``cpu``, ``flags``).
         """
         data, origin = load_source(self.session, source, options)
-        return self._link([(data, _unit_name(name, origin))])[0]
+        return self.link_sources([(data, _unit_name(name, origin))])[0]
 
     def add_many(self, sources: Sequence[Any], **options: Any) -> list[Unit]:
         """Link several sources as one transaction, like a static link: objects
@@ -276,18 +284,18 @@ class Library:
         are compiled in parallel worker processes."""
         from .frontend import load_many
         loaded = load_many(self.session, sources, options)
-        return self._link([(data, _unit_name(None, origin)) for data, origin in loaded])
+        return self.link_sources([(data, _unit_name(None, origin)) for data, origin in loaded])
 
-    def _link(self, loaded: list[tuple[bytes, str | None]], replacing: Unit | None = None) -> list[Unit]:
+    def link_sources(self, loaded: list[tuple[bytes, str | None]], replacing: Unit | None = None) -> list[Unit]:
         """The one path that links sources into this library: each (bytes,
         unit name) becomes a unit, in one transaction."""
         session = self.session
-        with session._lock:
-            self._check()
+        with session.lock:
+            self.check_open()
             job = LinkTransaction(session, replacing)
             units = []
             for data, uname in loaded:
-                unit = session._new_unit(self, uname)
+                unit = session.new_unit(self, uname)
                 if is_archive(data):
                     job.add_archive(self, unit, Archive(data, unit.name))
                 elif is_elf(data):
@@ -300,7 +308,7 @@ class Library:
             else:
                 with GATE:      # the new unit is committed and the old one unlinked as one step
                     job.run()
-                    session._unlink([replacing])
+                    session.unlink_units([replacing])
             return units
 
     def replace(self, unit: Unit, source: Any, *, name: str | None = None, **options: Any) -> Unit:
@@ -313,11 +321,11 @@ class Library:
         """
         session = self.session
         data, origin = load_source(session, source, options)
-        with session._lock:
-            self._check()
+        with session.lock:
+            self.check_open()
             if unit.library is not self or not unit.alive:
                 raise LinkError(f"replace: {unit!r} is not a live unit of library {self.name!r}")
-            direct = sorted({u for u in unit._users or () if u.alive and u is not unit}, key=lambda u: u.seq)
+            direct = sorted({u for u in unit.users or () if u.alive and u is not unit}, key=lambda u: u.seq)
             if direct:
                 raise DependencyError(
                     f"cannot replace unit {unit.name!r}: "
@@ -329,13 +337,13 @@ class Library:
                     raise DependencyError(f"cannot replace unit {unit.name!r} by an archive while others call it")
             elif is_elf(data):
                 self._check_stubs_kept(unit, ObjectFile(data, uname or "<bytes>"))
-            return self._link([(data, uname)], replacing=unit)[0]
+            return self.link_sources([(data, uname)], replacing=unit)[0]
 
     def _check_stubs_kept(self, unit: Unit, obj: ObjectFile) -> None:
         """Entry stubs others call must survive a replace: the new object has
         to define each of those names, as code."""
         lost = {}
-        for e in unit._entries():
+        for e in unit.own_entry_stubs():
             users = e.live_users()
             if not users:
                 continue
@@ -350,29 +358,29 @@ class Library:
 
     def address(self, symbol: str) -> int:
         """Address of ``symbol`` defined in this library, pulling archive members if needed."""
-        d = self._symbols.get(symbol)
+        d = self.definitions.get(symbol)
         if d is None:
             d = self._pull(symbol)
         return d.address
 
     def _definition(self, symbol: str) -> Definition:
-        d = self._symbols.get(symbol)
+        d = self.definitions.get(symbol)
         return d if d is not None else self._pull(symbol)
 
     def _pull(self, symbol: str) -> Definition:
         session = self.session
-        with session._lock:
-            self._check()
-            d = self._symbols.get(symbol)
+        with session.lock:
+            self.check_open()
+            d = self.definitions.get(symbol)
             if d is not None:
                 return d
-            z = self._lazy.get(symbol)
+            z = self.lazy.get(symbol)
             if z is None:
                 raise SymbolNotFoundError(f"library {self.name!r} does not define {symbol!r}")
             job = LinkTransaction(session)
             job.pull(*z)
             job.run()
-            d = self._symbols.get(symbol)
+            d = self.definitions.get(symbol)
             if d is None:
                 raise SymbolNotFoundError(
                     f"library {self.name!r}: archive member pulled for {symbol!r} does not define it")
@@ -381,14 +389,14 @@ class Library:
     def function(self, symbol: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Function:
         """A callable for ``symbol``; it raises once the defining unit is removed."""
         d = self._definition(symbol)
-        guard = self._entries.get(symbol) if self.patchable else None   # survives replace
-        return Function(symbol, d.address, guard or d.unit, restype, argtypes, self.session._reclaimer)
+        guard = self.entry_stubs.get(symbol) if self.patchable else None   # survives replace
+        return Function(symbol, d.address, guard or d.unit, restype, argtypes, self.session.reclaimer)
 
     def remove(self) -> None:
         self.session.remove_library(self)
 
     def __contains__(self, symbol: str) -> bool:
-        return symbol in self._symbols or symbol in self._lazy
+        return symbol in self.definitions or symbol in self.lazy
 
     def __repr__(self) -> str:
         return f"<hotlink.Library {self.name!r} units={len(self._units)}>"

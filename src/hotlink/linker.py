@@ -92,12 +92,12 @@ class LinkTransaction:
     def add_archive(self, lib: Library, unit: Unit, archive: Archive) -> None:
         """A new archive unit: its members are pulled by this link's needs,
         and offered to later lookups at commit."""
-        unit._archive = archive
+        unit.archive = archive
         self.units.append(unit)
         self.archives.append(unit)
         offered = self.offered.setdefault(lib, {})
         for sym, off in archive.index.items():
-            if sym not in lib._symbols and sym not in lib._lazy:
+            if sym not in lib.definitions and sym not in lib.lazy:
                 offered.setdefault(sym, (unit, off))
 
     def add(self, obj: elf.ObjectFile, unit: Unit) -> None:
@@ -107,7 +107,7 @@ class LinkTransaction:
             claimed = self.comdats.setdefault(lib, {})
             for g in obj.groups:
                 if g.comdat:
-                    if g.signature in lib._comdats or g.signature in claimed:
+                    if g.signature in lib.comdats or g.signature in claimed:
                         lo.drop_group(g.members)
                     else:
                         claimed[g.signature] = unit
@@ -124,7 +124,7 @@ class LinkTransaction:
         pend = self.pending.get(lib)
         if pend is None:
             pend = self.pending[lib] = {}
-        published = lib._symbols
+        published = lib.definitions
         replacing = self.replacing
         dropped = lo.dropped
         obj = lo.obj
@@ -165,7 +165,7 @@ class LinkTransaction:
         key = (unit, offset)
         if key not in self.pulled:
             self.pulled.add(key)
-            self.add(unit._archive.load_member(offset), unit)
+            self.add(unit.archive.load_member(offset), unit)
 
     def find(self, lib: Library, name: str, pull: bool) -> Found | None:
         """The definition ``name`` binds to from ``lib``: this transaction's,
@@ -176,17 +176,17 @@ class LinkTransaction:
             d: Found | None = pend.get(name) if pend else None
             if d is not None and (own or not d.flags & HIDDEN):
                 return d
-            d = other._symbols.get(name)
+            d = other.definitions.get(name)
             if d is not None and (own or not d.flags & HIDDEN) and (d.unit is not self.replacing or d.unit is None):
                 return d
             if pull:
-                z = other._lazy.get(name)
+                z = other.lazy.get(name)
                 if z is None and self.offered:
                     z = self.offered.get(other, {}).get(name)
                 if z is not None and z not in self.pulled:
                     self.pull(*z)
                     return self.find(lib, name, pull)
-        addr = self.session._external(name)
+        addr = self.session.resolve_external(name)
         return None if addr is None else Definition(addr, None, 0, 0)
 
     def gather(self) -> None:
@@ -206,7 +206,7 @@ class LinkTransaction:
     # --- placing ----------------------------------------------------------
 
     def place(self) -> None:
-        arena = self.session._arena
+        arena = self.session.arena
         for lo in self.items:
             layout.place(lo, arena)
         self._entry_stubs()
@@ -219,9 +219,9 @@ class LinkTransaction:
                 continue
             for name, d in defs.items():
                 if d.flags & FUNC:
-                    entry = lib._entries.get(name)
+                    entry = lib.entry_stubs.get(name)
                     if entry is None:
-                        entry = patch.allocate(self.session._arena, name)
+                        entry = patch.allocate(self.session.arena, name)
                         self.new_entries.append(entry)
                     self.entries[(lib, name)] = entry
 
@@ -233,10 +233,10 @@ class LinkTransaction:
         extras = unit.extras()
         addr = getattr(extras, attr)
         if not addr:
-            addr = self.session._arena.pools[pool].alloc(size, align)
+            addr = self.session.arena.pools[pool].alloc(size, align)
             setattr(extras, attr, addr)
             self.synthetic.append((unit, attr, pool, addr, size))
-            self.session._arena.write(addr, content(addr))
+            self.session.arena.write(addr, content(addr))
         return addr
 
     def _platform_value(self, lo: LinkObject, name: str) -> int:
@@ -316,7 +316,7 @@ class LinkTransaction:
                 if not used:
                     pass
                 elif d.flags & STUB:
-                    self.stub_uses.add((unit, d.unit.library._entries[name]))
+                    self.stub_uses.add((unit, d.unit.library.entry_stubs[name]))
                 elif d.unit is not None and d.unit is not unit:
                     self.deps.add((unit, d.unit))
         lo.values = values
@@ -349,7 +349,7 @@ class LinkTransaction:
         link: released by ``abort``, handed to the unit by ``commit``."""
         acq = self.acquired.get(unit)
         if acq is None:
-            acq = self.acquired[unit] = Acquired(self.session._tables)
+            acq = self.acquired[unit] = Acquired(self.session.tables)
         return acq
 
     def _size(self, lo: LinkObject, si: int) -> int:
@@ -402,7 +402,7 @@ class LinkTransaction:
         """Write ``lo``'s sections, applying the relocations ``job`` holds
         (section -> its bytes, relocations and the scan's plan)."""
         obj = lo.obj
-        arena = self.session._arena
+        arena = self.session.arena
         fixups: Fixups | None = None
         inits: list[tuple[int, list[int]]] = []
         finis: list[tuple[int, list[int]]] = []
@@ -471,7 +471,7 @@ class LinkTransaction:
             if attr == "dso":
                 platform.bind_dso(addr, unit.extras().handlers)
                 self.bound_dsos.append(addr)
-        guarded = self.session._guarded_call() if self.inits else None
+        guarded = self.session.guarded_call() if self.inits else None
         for unit, inits, fini_stack in self.inits:
             handlers = unit.extras().handlers
             mark = len(handlers)
@@ -502,7 +502,7 @@ class LinkTransaction:
             self.commit()
 
     def abort(self) -> None:
-        guarded = self.session._guarded_call() if self.constructed else None
+        guarded = self.session.guarded_call() if self.constructed else None
         for handlers, mark in reversed(self.constructed):
             extra = handlers[mark:]
             del handlers[mark:]
@@ -511,7 +511,7 @@ class LinkTransaction:
             platform.unbind_dso(dso)
         for addr in self.registered:
             platform.deregister_frames(addr)
-        arena = self.session._arena
+        arena = self.session.arena
         for lo in self.items:
             layout.release(lo, arena)
         for acq in self.acquired.values():
@@ -525,26 +525,26 @@ class LinkTransaction:
 
     def commit(self) -> None:
         """Make the transaction visible.  Nothing here can fail."""
-        self.session._code_index = None
+        self.session.code_changed()
         for unit in self.units:
-            unit.library._units.append(unit)
+            unit.library.record_unit(unit)
         for lo in self.items:
             eh = lo.eh_block
-            lo.unit._blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
+            lo.unit.blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
         for unit, attr, pool, addr, size in self.synthetic:
-            unit._blocks.append(pack_block(pool, addr, size))
+            unit.blocks.append(pack_block(pool, addr, size))
         for unit, acq in self.acquired.items():
             if acq.got_targets or acq.stub_targets:
                 extras = unit.extras()
                 extras.got += acq.got_targets
                 extras.stubs += acq.stub_targets
         for user, used in self.deps | self.stub_uses:   # used: a unit, or an entry stub
-            if user._deps is None:
-                user._deps = set()
-            user._deps.add(used)
-            if used._users is None:
-                used._users = set()
-            used._users.add(user)
+            if user.deps is None:
+                user.deps = set()
+            user.deps.add(used)
+            if used.users is None:
+                used.users = set()
+            used.users.add(user)
         for lib, claimed in self.comdats.items():
             for sig, unit in claimed.items():
                 lib.claim_comdat(sig, unit)
@@ -565,11 +565,11 @@ class LinkTransaction:
                     old_target = patch.target(entry)
                     patch.point(entry, address(lo, si))
                     entry.unit = lo.unit
-                    lib._entries[name] = entry
+                    lib.entry_stubs[name] = entry
                     sym = Definition(entry.addr, lo.unit, flags | STUB, size)
                 lib.publish(name, sym, self.replacing, old_target)
                 published.setdefault(lo.unit, []).append(name)
         for lib, name, (lo, si, flags, size) in self.shadowed:
             lib.shadow(name, Definition(address(lo, si), lo.unit, flags, size))
         for unit, names in published.items():
-            unit._symbols += tuple(names)
+            unit.names += tuple(names)

@@ -23,7 +23,7 @@ ENTRY_SLOT_SIZE = 8
 class EntryStub:
     """One function's stable entry point."""
 
-    __slots__ = ("name", "addr", "slot", "unit", "alive", "_users", "__weakref__")
+    __slots__ = ("name", "addr", "slot", "unit", "alive", "users", "__weakref__")
 
     def __init__(self, name: str, addr: int, slot: int):
         self.name = name
@@ -31,10 +31,10 @@ class EntryStub:
         self.slot = slot          # where the current target is stored
         self.unit = None          # the unit whose code the slot points at
         self.alive = True
-        self._users: set | None = None   # units that reference the stub
+        self.users: set | None = None   # units that reference the stub
 
     def live_users(self) -> list:
-        return [u for u in self._users or () if u.alive]
+        return [u for u in self.users or () if u.alive]
 
 
 def allocate(arena: Arena, name: str) -> EntryStub:

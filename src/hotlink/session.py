@@ -17,6 +17,7 @@ from . import platform, runtime, unlink
 from .arena import POOL_NAMES, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .interrupts import GATE
+from .libc import dlerror, dlopen
 from .libc import dlsym as _dlsym
 from .library import Library, Unit
 from .qsbr import Reclaimer
@@ -94,15 +95,15 @@ class Session:
 
     def __init__(self, *, arena_size: int = 256 << 20):
         self._closed = True      # until the arena exists: __del__ of a failed Session does nothing
-        self._lock = threading.RLock()
-        self._arena = Arena(arena_size)
-        self._tables = SharedTables(self._arena)
+        self.lock = threading.RLock()
+        self.arena = Arena(arena_size)
+        self.tables = SharedTables(self.arena)
         self._libraries: dict[str, Library] = {}
         self._defines: dict[str, int] = {}
-        self._shared: list[tuple[str, Any]] = []
+        self._shared: list[tuple[str, int]] = []   # (path, dlopen handle)
         self._process_cache: dict[str, int] = {}
-        self._reclaimer = Reclaimer()
-        self._pool: Any = None            # the front ends' worker processes, started on first use
+        self.reclaimer = Reclaimer()
+        self.compile_pool: Any = None            # the front ends' worker processes, started on first use
         self._runtimes: dict[str, Library] = {}   # hotlink's native runtime parts, linked on first use
         self._guarded: platform.GuardedCall | None = None
         self._code_index: tuple[list[int], list[tuple[int, Unit]]] | None = None
@@ -119,7 +120,7 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check(self) -> None:
+    def check_open(self) -> None:
         if self._closed:
             raise SessionClosedError("the session is closed")
 
@@ -127,8 +128,8 @@ class Session:
 
     def library(self, name: str, *, link_order: Sequence[Library] = (), patchable: bool = False) -> Library:
         """Create a library; names are unique among live libraries."""
-        with self._lock:
-            self._check()
+        with self.lock:
+            self.check_open()
             if name in self._libraries:
                 raise LinkError(f"a library named {name!r} already exists in this session")
             for lib in link_order:
@@ -144,22 +145,22 @@ class Session:
 
     def remove_library(self, lib: Library) -> None:
         """Remove every unit of ``lib`` (newest first); its name becomes free."""
-        with self._lock:
-            self._check()
+        with self.lock:
+            self.check_open()
             if not lib.alive:
                 raise SessionClosedError(f"library {lib.name!r} was already removed")
             for other in self._libraries.values():
                 if other is not lib and lib in other.link_order:
                     raise LinkError(f"library {lib.name!r} is in the link order of {other.name!r}")
-            mine = set(lib._units)
-            for unit in reversed(lib._units):
+            mine = set(lib.units)
+            for unit in reversed(lib.units):
                 outside = [u for u in unit.dependents if u not in mine]
                 if outside:
                     raise DependencyError(
                         f"cannot remove library {lib.name!r}: unit {unit.name!r} is used by "
                         + ", ".join(f"{u.library.name}:{u.name}" for u in outside))
             with GATE:
-                self._unlink(sorted(lib._units, key=lambda u: -u.seq))
+                self.unlink_units(sorted(lib.units, key=lambda u: -u.seq))
                 lib.alive = False
                 del self._libraries[lib.name]
 
@@ -167,8 +168,8 @@ class Session:
 
     def define(self, mapping: Mapping[str, int]) -> None:
         """Absolute symbols visible to every library (searched after the link order)."""
-        with self._lock:
-            self._check()
+        with self.lock:
+            self.check_open()
             for name, addr in mapping.items():
                 if not isinstance(addr, int):
                     raise TypeError(f"define: address of {name!r} must be an int, not {type(addr).__name__}")
@@ -176,21 +177,21 @@ class Session:
 
     def load_shared(self, name_or_path: str) -> None:
         """Also search this shared object (after defines, before the process)."""
-        with self._lock:
-            self._check()
+        with self.lock:
+            self.check_open()
             path = name_or_path
             if os.sep not in path and not path.startswith("lib"):
                 path = ctypes.util.find_library(path) or path
-            try:
-                lib = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
-            except OSError as e:
-                raise LinkError(f"load_shared: cannot load {name_or_path!r}: {e}") from None
-            self._shared.append((path, lib))
+            handle = dlopen(os.fsencode(path), os.RTLD_NOW | os.RTLD_GLOBAL)
+            if not handle:
+                why = (dlerror() or b"").decode("utf-8", "replace")
+                raise LinkError(f"load_shared: cannot load {name_or_path!r}: {why}")
+            self._shared.append((path, handle))
             # names found in the process before may now come from this object
             # (searched first), as in a fresh session
             self._process_cache.clear()
 
-    def _external(self, name: str) -> int | None:
+    def resolve_external(self, name: str) -> int | None:
         """hotlink's runtime, defines, then shared objects, then the process (dlsym RTLD_DEFAULT)."""
         if name in runtime.NAMES:
             return self._runtime_address(name)
@@ -201,8 +202,8 @@ class Session:
         if addr is not None:
             return addr
         bname = name.encode("utf-8", "surrogateescape")
-        for _, lib in self._shared:
-            addr = _dlsym(lib._handle, bname)
+        for _, handle in self._shared:
+            addr = _dlsym(handle, bname)
             if addr:
                 self._process_cache[name] = addr
                 return addr
@@ -217,7 +218,7 @@ class Session:
         lib = self._runtimes.get(name)
         if lib is None:
             lib = Library(self, name)      # hidden: not in self._libraries
-            lib._link([(runtime.runtime_object(ir), "runtime")])
+            lib.link_sources([(runtime.runtime_object(ir), "runtime")])
             self._runtimes[name] = lib
         return lib
 
@@ -226,18 +227,18 @@ class Session:
         lib = self._runtimes.get("hotlink.runtime")
         if lib is None:
             lib = self._runtime_library("hotlink.runtime", runtime.IR)
-            sym = lib._symbols
-            self._reclaimer.native = runtime.NativeThreads(
-                self._arena, sym["hotlink_epoch"].address, sym["hotlink_slots"].address,
+            sym = lib.definitions
+            self.reclaimer.native = runtime.NativeThreads(
+                self.arena, sym["hotlink_epoch"].address, sym["hotlink_slots"].address,
                 sym["hotlink_key"].address, sym["hotlink_thread_exit"].address)
-        return lib._symbols[name].address
+        return lib.definitions[name].address
 
-    def _guarded_call(self) -> platform.GuardedCall | None:
+    def guarded_call(self) -> platform.GuardedCall | None:
         """Calls that catch C++ exceptions, where a C++ runtime is loaded
         (without one, nothing can throw a C++ exception)."""
-        if self._guarded is None and all(self._external(n) for n in runtime.CXX_NAMES):
+        if self._guarded is None and all(self.resolve_external(n) for n in runtime.CXX_NAMES):
             lib = self._runtime_library("hotlink.runtime.cxx", runtime.CXX_IR)
-            self._guarded = runtime.guarded_caller(lib._symbols["hotlink_guarded_call"].address)
+            self._guarded = runtime.guarded_caller(lib.definitions["hotlink_guarded_call"].address)
         return self._guarded
 
     def runtime_function(self, name: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Any:
@@ -245,8 +246,8 @@ class Session:
         Python threads that run native loops: ``hotlink_thread_online``)."""
         if name not in runtime.NAMES:
             raise SymbolNotFoundError(f"{name!r} is not a hotlink runtime function")
-        with self._lock:
-            self._check()
+        with self.lock:
+            self.check_open()
             return ctypes.CFUNCTYPE(restype, *argtypes)(self._runtime_address(name))
 
     # --- front ends and the host ---------------------------------------------
@@ -266,13 +267,17 @@ class Session:
 
     # --- units ------------------------------------------------------------
 
-    def _new_unit(self, lib: Library, name: str | None) -> Unit:
+    def new_unit(self, lib: Library, name: str | None) -> Unit:
         self._seq += 1
         return Unit(lib, name, self._seq)
 
-    def _unlink(self, units: list[Unit]) -> None:
+    def unlink_units(self, units: list[Unit]) -> None:
         """Remove ``units``, in this order; the caller holds the lock and checked dependents."""
         unlink.unlink(self, units)
+
+    def code_changed(self) -> None:
+        """Units were committed or unlinked: the address index is stale."""
+        self._code_index = None
 
     def _unit_at(self, addr: int) -> Unit | None:
         """The live unit whose memory holds ``addr``."""
@@ -283,8 +288,8 @@ class Session:
             spans = []
             libs = [*self._libraries.values(), *self._runtimes.values()]
             for lib in libs:
-                for u in lib._units:
-                    for b in u._blocks:
+                for u in lib.units:
+                    for b in u.blocks:
                         _, a, n, _ = unpack_block(b)
                         spans.append((a, a + n, u))
             spans.sort(key=lambda t: t[0])
@@ -298,8 +303,8 @@ class Session:
     # --- state --------------------------------------------------------------
 
     def memory(self) -> MemoryStats:
-        with self._lock:
-            arena = self._arena
+        with self.lock:
+            arena = self.arena
             if not self._closed:
                 arena.flush()
             stats = MemoryStats()
@@ -308,13 +313,13 @@ class Session:
                 stats.mapped += pool.mapped
                 stats.used += pool.used
             stats.resident = arena.resident() if not self._closed else 0
-            stats.retired = self._reclaimer.retired_bytes
-            stats.got_entries = len(self._tables.got.entries)
-            stats.stubs = len(self._tables.far_stubs.entries)
+            stats.retired = self.reclaimer.retired_bytes
+            stats.got_entries = len(self.tables.got.entries)
+            stats.stubs = len(self.tables.far_stubs.entries)
             for name, lib in self._libraries.items():
-                m = LibraryMemory(units=len(lib._units), symbols=len(lib._symbols))
-                for u in lib._units:
-                    m.used += sum(((b >> 50) + 15) & -16 for b in u._blocks)
+                m = LibraryMemory(units=len(lib.units), symbols=len(lib.definitions))
+                for u in lib.units:
+                    m.used += sum(((b >> 50) + 15) & -16 for b in u.blocks)
                 stats.libraries[name] = m
             return stats
 
@@ -324,10 +329,10 @@ class Session:
 
         Raises LinkError at once when called from inside a call into JIT code
         (it would wait for itself)."""
-        done = self._reclaimer.synchronize(timeout)
+        done = self.reclaimer.synchronize(timeout)
         if done and not self._closed:
-            with self._lock:
-                self._arena.flush()
+            with self.lock:
+                self.arena.flush()
         return done
 
     def close(self, timeout: float = 10.0) -> None:
@@ -341,24 +346,24 @@ class Session:
         from under that thread.  Raises LinkError when called from inside a
         call into JIT code.
         """
-        self._reclaimer.check_not_waiting_for_self("close()")
+        self.reclaimer.check_not_waiting_for_self("close()")
         self._close(timeout)
 
     def _close_quietly(self) -> None:
         """At interpreter exit, or when the session is garbage: never wait,
         never raise, never free code a thread may be running."""
         try:
-            self._reclaimer.check_not_waiting_for_self("close()")
+            self.reclaimer.check_not_waiting_for_self("close()")
         except LinkError:
             self._abandon()
             return
         self._close(0.0, warn=False)
 
     def _close(self, timeout: float, warn: bool = True) -> None:
-        with self._lock:
+        with self.lock:
             if self._closed:
                 return
-            reclaimer = self._reclaimer
+            reclaimer = self.reclaimer
             deadline = time.monotonic() + timeout
             while reclaimer.busy() and time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -367,12 +372,12 @@ class Session:
                 return
             drained = False
             try:
-                units = [u for lib in self._libraries.values() for u in lib._units]
-                self._unlink(sorted(units, key=lambda u: -u.seq))
+                units = [u for lib in self._libraries.values() for u in lib.units]
+                self.unlink_units(sorted(units, key=lambda u: -u.seq))
                 # the runtime last: finalizers above may call through it (or link it)
                 self._guarded = None
-                units = [u for lib in self._runtimes.values() for u in lib._units]
-                self._unlink(sorted(units, key=lambda u: -u.seq))
+                units = [u for lib in self._runtimes.values() for u in lib.units]
+                self.unlink_units(sorted(units, key=lambda u: -u.seq))
                 drained = reclaimer.synchronize(timeout) and not reclaimer.busy()
             finally:
                 with GATE:      # closing completes, whatever interrupts it
@@ -380,14 +385,14 @@ class Session:
                     if drained:
                         if reclaimer.native is not None:
                             reclaimer.native.close()
-                        self._arena.close()
+                        self.arena.close()
                     elif warn:
                         warnings.warn("hotlink: threads are still running JIT code; the session's "
                                       "arena stays mapped", RuntimeWarning, stacklevel=4)
 
     def _abandon(self, warn: bool = True) -> None:
         """Close without unloading: a thread may still run this code."""
-        with self._lock:
+        with self.lock:
             if self._closed:
                 return
             self._mark_closed()
@@ -397,14 +402,14 @@ class Session:
                               RuntimeWarning, stacklevel=4)
 
     def _mark_closed(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        if self.compile_pool is not None:
+            self.compile_pool.close()
+            self.compile_pool = None
         for lib in (*self._libraries.values(), *self._runtimes.values()):
             lib.alive = False
         self._libraries.clear()
         self._closed = True
-        self._reclaimer.closed = True
+        self.reclaimer.closed = True
         _open_sessions.discard(self)
 
     def __del__(self) -> None:
@@ -421,9 +426,9 @@ class Session:
     def _fork_prepare(self) -> None:
         """Before fork: no link, unlink or free is halfway, and the arena is
         snapshotted for the child."""
-        self._lock.acquire()
+        self.lock.acquire()
         self._forking = True
-        self._arena.fork_prepare()
+        self.arena.fork_prepare()
 
     def _fork_done(self, child: bool) -> None:
         if not self._forking:
@@ -431,15 +436,15 @@ class Session:
         self._forking = False
         try:
             if child:
-                self._pool = None      # the parent's compiler workers are not ours
+                self.compile_pool = None      # the parent's compiler workers are not ours
                 try:
-                    self._arena.fork_child()
+                    self.arena.fork_child()
                 finally:
-                    self._reclaimer.after_fork()
+                    self.reclaimer.after_fork()
             else:
-                self._arena.fork_parent()
+                self.arena.fork_parent()
         finally:
-            self._lock.release()
+            self.lock.release()
 
     @property
     def closed(self) -> bool:

@@ -37,41 +37,40 @@ def unlink(session: Session, units: list[Unit]) -> None:
         for unit in units:
             if unit.alive:
                 _unlink_one(session, unit)
-        session._code_index = None
+        session.code_changed()
 
 
 def _unlink_one(session: Session, unit: Unit) -> None:
     unit.alive = False
     lib = unit.library
-    x = unit._x
+    x = unit.extra
     # finalize
     if x is not None and x.handlers:
-        errors = platform.run_finalizers(x.handlers, session._guarded_call())
+        errors = platform.run_finalizers(x.handlers, session.guarded_call())
         for error in errors:
             warnings.warn(f"hotlink: a finalizer of unit {unit.name!r} ({lib.name}) threw {error}",
                           RuntimeWarning, stacklevel=4)
     if x is not None and x.dso:
         platform.unbind_dso(x.dso)
     # unpublish, restoring what the unit's definitions shadowed
-    entries = unit._entries()          # patchable functions nobody took over
+    entries = unit.own_entry_stubs()          # patchable functions nobody took over
     lib.unpublish(unit)
     lib.release_comdats(unit)
-    if unit in lib._units:
-        lib._units.remove(unit)
+    lib.forget_unit(unit)
     # drop dependencies
-    for dep in unit._deps or ():
-        if dep._users is not None:
-            dep._users.discard(unit)
+    for dep in unit.deps or ():
+        if dep.users is not None:
+            dep.users.discard(unit)
     # retire
-    blocks = unit._blocks
+    blocks = unit.blocks
     for entry in entries:
         entry.alive = False
-        del lib._entries[entry.name]
+        del lib.entry_stubs[entry.name]
         blocks += [pack_block(p, a, n) for p, a, n in patch.blocks(entry)]
     got, stubs = (x.got, x.stubs) if x is not None else ((), ())
-    unit._deps = unit._x = None
-    unit._blocks, unit._symbols = [], ()
-    session._reclaimer.retire(sum(b >> 50 for b in blocks), lambda: release(session, blocks, got, stubs))
+    unit.deps = unit.extra = None
+    unit.blocks, unit.names = [], ()
+    session.reclaimer.retire(sum(b >> 50 for b in blocks), lambda: release(session, blocks, got, stubs))
 
 
 def release(session: Session, blocks: list[int], got, stubs) -> None:
@@ -81,9 +80,9 @@ def release(session: Session, blocks: list[int], got, stubs) -> None:
     for _, addr, _, frame in unpacked:
         if frame:
             platform.deregister_frames(addr)
-    arena = session._arena
+    arena = session.arena
     with arena.lock:
         if got or stubs:
-            release_all(session._tables, got, stubs)
+            release_all(session.tables, got, stubs)
         for pool, addr, size, _ in unpacked:
             arena.pools[pool].free(addr, size)

@@ -44,7 +44,7 @@ def test_freed_code_chunks_hold_a_large_bss_unit(scenario, compile_c):
     scenario.expect_ok(f"""
         import ctypes, hotlink
         s = hotlink.Session(arena_size=8 << 20)
-        arena = s._arena
+        arena = s.arena
         lib = s.library("code")
         u = lib.add({str(code)!r})
         assert lib.function("big_code", ctypes.c_int)() == 42
@@ -79,7 +79,7 @@ def test_session_outgrows_its_arena(scenario, compile_c):
         import ctypes, hotlink
         chain = {[str(p) for p in chain]!r}
         s = hotlink.Session(arena_size=1 << 20)
-        arena = s._arena
+        arena = s.arena
         lib = s.library("chain")
         units = [lib.add(p) for p in chain]
         def expect(i, x):
@@ -311,6 +311,7 @@ a.close()
 
 
 @pytest.mark.parametrize("regions, registrations", [(1, 1), (2, 1), (2, 2)])
+@pytest.mark.slow
 def test_fork_gives_the_child_its_own_arena(scenario, regions, registrations):
     scenario.expect_ok(FORK_ARENA.format(two=regions == 2, registrations=registrations))
 
@@ -343,7 +344,7 @@ def test_fork_with_a_session(scenario, compile_c):
     scenario.expect_ok(f"""
         import ctypes, os, sys, traceback, hotlink
         s = hotlink.Session(arena_size=1 << 20)
-        arena = s._arena
+        arena = s.arena
         # the session may register these itself; registering twice is harmless
         os.register_at_fork(before=arena.fork_prepare, after_in_parent=arena.fork_parent,
                             after_in_child=arena.fork_child)

@@ -405,6 +405,7 @@ def _expect_refused(scenario, objects: Objects, data: bytes, record: Record, wor
 
 
 @pytest.mark.parametrize("encoding", [0x05, 0x7B, 0x50, 0x40, 0x9B, 0x01])
+@pytest.mark.slow
 def test_fde_pointer_encoding(scenario, objects, encoding):
     data = objects.cxx.read_bytes()
     lay = Layout(data)
@@ -430,6 +431,7 @@ def test_augmentation_letters_out_of_order(scenario, objects):
 
 
 @pytest.mark.parametrize("version", [0, 2, 4])
+@pytest.mark.slow
 def test_cie_version(scenario, objects, version):
     data = objects.cxx.read_bytes()
     lay = Layout(data)
@@ -439,6 +441,7 @@ def test_cie_version(scenario, objects, version):
 
 
 @pytest.mark.parametrize("delta", [1, 0x40])
+@pytest.mark.slow
 def test_augmentation_length(scenario, objects, delta):
     data = objects.cxx.read_bytes()
     lay = Layout(data)
@@ -449,6 +452,7 @@ def test_augmentation_length(scenario, objects, delta):
 
 
 @pytest.mark.parametrize("opcode", [0x17, 0x1C, 0x2D, 0x3F])
+@pytest.mark.slow
 def test_unknown_cfa_opcode(scenario, objects, opcode):
     data = objects.cxx.read_bytes()
     lay = Layout(data)
@@ -469,6 +473,7 @@ def test_restore_state_without_remember_state(scenario, objects):
 @pytest.mark.parametrize("op, words", [(0xE0, "DWARF operation 0xe0"),      # DW_OP_lo_user: unknown
                                        (0x1B, "DWARF operation 0x1b"),      # DW_OP_div: SIGFPE on zero
                                        (0x13, "pops an empty stack")])      # DW_OP_drop twice
+@pytest.mark.slow
 def test_bad_cfa_expression(scenario, objects, op, words):
     data = objects.c.read_bytes()
     lay = Layout(data)
@@ -503,6 +508,7 @@ def test_fde_pc_range_past_the_record(scenario, objects):
 
 
 @pytest.mark.parametrize("which", ["cxx", "llvm"])
+@pytest.mark.slow
 def test_fde_pc_range_beyond_its_section(scenario, objects, which):
     # The FDE would answer for whatever lies after the function, libgcc's and
     # libstdc++'s own frames included (found by the property test: an LLVM
@@ -544,6 +550,7 @@ def test_relocation_outside_the_pointer_fields(scenario, objects):
 
 
 @pytest.mark.parametrize("encoding", [0x0D, 0x40, 0x8B, 0x5B])
+@pytest.mark.slow
 def test_lsda_encoding(scenario, objects, encoding):
     data = objects.cxx.read_bytes()
     lay = Layout(data)
@@ -562,6 +569,7 @@ def test_lsda_encoding_wider_than_its_field(scenario, objects):
 
 
 @pytest.mark.parametrize("encoding", [0x1B, 0x0D])
+@pytest.mark.slow
 def test_personality_encoding(scenario, objects, encoding):
     # 0x1b drops the indirection: the unwinder would call DW.ref.__gxx_personality_v0 (data) as code
     data = objects.cxx.read_bytes()
@@ -573,6 +581,7 @@ def test_personality_encoding(scenario, objects, encoding):
 
 # --- the checker alone (no session: nothing is loaded) -----------------------
 
+@pytest.mark.slow
 def test_checker_raises_only_malformed_object_error(objects):
     """The checker itself, on many more mutations (of the bytes and of the
     relocations), never fails with anything but MalformedObjectError."""
@@ -676,6 +685,7 @@ PROPERTY = """
 """
 
 
+@pytest.mark.slow
 def test_mutated_eh_frames_link_or_are_refused(scenario, objects):
     pytest.importorskip("hypothesis")
     objs = [("cxx.o", str(objects.cxx)), ("c.o", str(objects.c))]

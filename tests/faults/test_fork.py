@@ -3,6 +3,8 @@ it; nothing it does (call, write JIT data, add, remove, synchronize, exit)
 reaches the parent (issue 9, item 1)."""
 from __future__ import annotations
 
+import pytest
+
 COUNTER = r"""
 static long counter;
 long bump(void) { return ++counter; }
@@ -140,6 +142,7 @@ print("results", results, "parent calls", calls)
 """
 
 
+@pytest.mark.slow
 def test_multiprocessing_fork_workers(scenario, compile_c):
     """Acceptance 2: 4 fork-context workers each link, call and remove their
     own code 200 times while the parent keeps calling its own."""

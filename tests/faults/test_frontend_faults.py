@@ -134,6 +134,7 @@ time.sleep(600)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (its cc1 is what we look for)")
+@pytest.mark.slow
 def test_busy_workers_and_their_compiler_die_when_the_parent_is_killed(scenario):
     env = _scenario_env()
     env["CC"] = "gcc"
@@ -175,6 +176,7 @@ def test_busy_workers_and_their_compiler_die_when_the_parent_is_killed(scenario)
         proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_idle_workers_outlive_the_thread_that_started_them(scenario):
     # PR_SET_PDEATHSIG would kill them when that thread ends; pooled workers must stay.
     scenario.expect_ok("""
@@ -221,6 +223,7 @@ def test_worker_whose_parent_is_already_gone_exits_at_once():
     (["-Wall", "-###"], "-###", "wrote no output file"),
     (["-flto"], "-flto", "slim LTO object|LLVM bitcode"),        # gcc | clang
 ])
+@pytest.mark.slow
 def test_flags_that_make_no_object_are_a_compile_error(scenario, flags, culprit, problem):
     scenario.expect_ok(f"""
         import hotlink

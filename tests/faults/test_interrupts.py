@@ -3,6 +3,8 @@ remove leaves the session exactly as before the call or exactly as after it
 (issue 9, item 2)."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import LIBLUA_A
 
 # Shared by the scenarios: a C++ unit that throws and catches (a later C++
@@ -91,15 +93,15 @@ def check_and_finish(lib):
     units = lib.units
     assert len(units) <= 1, units
     if not units:
-        assert not lib._symbols and not lib._lazy, "symbols left by an undone add"
+        assert not lib.definitions and not lib.lazy, "symbols left by an undone add"
         lib.add(ARCHIVE, name="lua")
     unit = lib.units[0]
-    members = unit._x.members if unit._x is not None else set()
+    members = unit.extra.members if unit.extra is not None else set()
     syms = unit.symbols
     assert len(syms) == len(set(syms)), "a member was linked twice"
     for n in NAMES:
         lib.address(n)
-    assert len(unit._x.members) >= len(members)
+    assert len(unit.extra.members) >= len(members)
     f = lib.function
     L = f("luaL_newstate", ctypes.c_void_p)()
     f("luaL_openlibs", None, [ctypes.c_void_p])(L)
@@ -128,7 +130,7 @@ for i in range(POINTS):
         while tb.tb_next is not None:
             tb = tb.tb_next
         where.add((tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], tb.tb_lineno, len(lib.units),
-                   len(lib._symbols)))
+                   len(lib.definitions)))
     check_and_finish(lib)
     used = settle()
     assert used == base, f"point {i}: {used - base} bytes left in use after removal"
@@ -139,6 +141,7 @@ s.close()
 """
 
 
+@pytest.mark.slow
 def test_sigint_sweep_over_lua_archive(scenario, compile_cxx):
     """Acceptance 3: ≥ 200 interrupts inside add + lazy pulls of liblua5.4.a,
     each followed by consistency checks and a C++ throw/catch; 0 aborts."""
@@ -231,6 +234,7 @@ print("interrupted", n)
 """
 
 
+@pytest.mark.slow
 def test_sigint_during_initializer(scenario, compile_c, compile_cxx):
     cxx = compile_cxx(CXX_THROWER, "-fPIC")
     obj = compile_c(r"""
@@ -275,6 +279,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_sigint_during_calls_does_not_pin_grace_periods(scenario, compile_c, compile_cxx):
     cxx = compile_cxx(CXX_THROWER, "-fPIC")
     obj = compile_c("int inc(int x) { return x + 1; }\n")

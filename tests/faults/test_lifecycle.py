@@ -33,6 +33,7 @@ long progress(void) { return atomic_load(&work); }
 """
 
 
+@pytest.mark.slow
 def test_exit_with_an_online_thread_in_big_code(scenario, compile_c):
     """Item 3: interpreter exit never frees code an online native thread runs."""
     obj = compile_c(BIG_LOOP, "-O1 -pthread")
@@ -142,6 +143,7 @@ def test_synchronize_and_close_from_a_callback_do_not_wait_for_themselves(scenar
     """, timeout=60)
 
 
+@pytest.mark.slow
 def test_cascade_removal_of_a_deep_chain_is_iterative(session):
     """Item 13: a 1,500-deep chain of units, each calling the previous one."""
     from llvmlite import binding as llvm

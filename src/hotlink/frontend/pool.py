@@ -10,7 +10,7 @@ which breaks scripts without an ``if __name__ == "__main__"`` guard.
 A worker compiles one job at a time, so when one dies (a crash inside LLVM)
 exactly one job was running in it: that job gets a CompileError with the
 signal and the worker's last stderr output, the worker is replaced, and every
-other job carries on. Workers are kept between calls (on ``session._pool``)
+other job carries on. Workers are kept between calls (on ``session.compile_pool``)
 and stopped by ``Session.close()``. If this process dies without closing
 them (SIGKILL), each worker notices within ``worker.PARENT_POLL`` seconds and
 kills itself and any compiler it started (its process group).
@@ -130,7 +130,7 @@ class WorkerPool:
         self.max_idle = max_idle or os.cpu_count() or 2
         self.started = 0                      # workers ever started: reuse and restarts show here
         self._idle: list[Worker] = []
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._closed = False
 
     def _start(self) -> Worker:
@@ -138,7 +138,7 @@ class WorkerPool:
         return Worker()
 
     def _checkout(self, n: int) -> list[Worker]:
-        with self._lock:
+        with self.lock:
             if self._closed:
                 raise SessionClosedError("the compiler pool is closed")
             dead = [w for w in self._idle if not w.alive()]     # died while idle: replace quietly
@@ -152,7 +152,7 @@ class WorkerPool:
 
     def _checkin(self, workers: list[Worker]) -> None:
         extra = []
-        with self._lock:
+        with self.lock:
             for w in workers:
                 if not self._closed and w.alive() and len(self._idle) < self.max_idle:
                     self._idle.append(w)
@@ -167,7 +167,7 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         """Process ids of the idle workers (tests use them to check reuse)."""
-        with self._lock:
+        with self.lock:
             return [w.proc.pid for w in self._idle]
 
     def run(self, jobs: Sequence[CompileJob], workers: int) -> list[bytes | CompileError]:
@@ -234,7 +234,7 @@ class WorkerPool:
                 raise r
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for w in idle:                         # EOF to all first, so they exit in parallel
@@ -245,11 +245,11 @@ class WorkerPool:
 
 def get_pool(session: Session) -> WorkerPool:
     """The session's pool, started on first use."""
-    with session._lock:
-        session._check()
-        pool: WorkerPool | None = session._pool      # Session types it Any (it imports no front end)
+    with session.lock:
+        session.check_open()
+        pool: WorkerPool | None = session.compile_pool      # Session types it Any (it imports no front end)
         if pool is None:
-            pool = session._pool = WorkerPool()
+            pool = session.compile_pool = WorkerPool()
         return pool
 
 
