@@ -35,7 +35,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-test: install
+test: lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 test-fast: install

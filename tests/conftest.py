@@ -147,8 +147,8 @@ def reloc_types(obj: Path) -> set[str]:
     kinds it claims to, independently of hotlink's own ELF reader.
     """
     from elftools.elf.elffile import ELFFile
-    from elftools.elf.relocation import RelocationSection
     from elftools.elf.enums import ENUM_RELOC_TYPE_x64
+    from elftools.elf.relocation import RelocationSection
 
     names = {v: k for k, v in ENUM_RELOC_TYPE_x64.items()}
     found: set[str] = set()

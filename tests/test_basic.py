@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 import hotlink
-
 from conftest import reloc_types
 
 c_int, c_long, c_size_t, c_void_p, c_char_p = (

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROG = r"""
 #include <stdio.h>
 
@@ -67,6 +69,7 @@ def test_run_without_args(compile_c):
     assert proc.returncode == 41, proc.stderr
 
 
+@pytest.mark.slow
 def test_run_args_with_spaces_and_dashes(compile_c):
     obj = compile_c(PROG, name="prog")
     proc = hotlink_run(obj, "--", "two words", "--entry", "")
@@ -96,6 +99,7 @@ def test_run_reports_undefined_symbol(compile_c):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_run_reads_pipes_once(compile_c, tmp_path):
     """``hotlink run <(...)``: /dev/fd/N is a pipe, readable once; an object and
     IR text from pipes are told apart by content (no extension to go by)."""

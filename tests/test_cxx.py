@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import hotlink
-
 from conftest import FIXTURES, Toolchain, elf_symbols, reloc_types
 
 CXX_DIR = FIXTURES / "cxx"

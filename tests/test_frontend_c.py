@@ -176,6 +176,7 @@ def hotlink_run(tmp_path: Path, *args: str | Path) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_hotlink_run_c_file(tmp_path):
     prog = tmp_path / "prog.c"
     prog.write_text(PROG_C)
@@ -198,6 +199,7 @@ def test_hotlink_run_c_ll_and_bc_together(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_hotlink_run_reports_compile_errors(tmp_path):
     prog = tmp_path / "broken.c"
     prog.write_text("int main(void) { return nope; }\n")

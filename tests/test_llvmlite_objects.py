@@ -21,7 +21,6 @@ import llvmlite.binding as llvm
 import pytest
 
 import hotlink
-
 from conftest import reloc_types
 
 llvm.initialize_native_target()

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 import hotlink
-
 from conftest import FIXTURES, LIBLUA_A
 
 PROGRAM = FIXTURES / "lua" / "program.lua"

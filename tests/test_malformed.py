@@ -42,7 +42,7 @@ SOURCES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def corpus() -> list[bytes]:
     out = []
     d = Path(tempfile.mkdtemp(prefix="hotlink-malformed-"))

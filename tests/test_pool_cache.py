@@ -105,6 +105,7 @@ def test_hung_worker_is_killed_after_timeout(session, cache_dir):
     assert "timeout" in str(out[1])
 
 
+@pytest.mark.slow
 def test_compile_error_in_worker_keeps_diagnostics(session, cache_dir):
     out = session.compile_many([ir("good"), "define i32 @bad( {"], workers=2, return_exceptions=True)
     assert isinstance(out[0], bytes)
@@ -113,6 +114,7 @@ def test_compile_error_in_worker_keeps_diagnostics(session, cache_dir):
         session.compile_many([ir("good"), "define i32 @bad( {"], workers=2)
 
 
+@pytest.mark.slow
 def test_workers_stop_with_the_session(cache_dir):
     s = hotlink.Session()
     s.compile_many([ir("x"), ir("y")], workers=2, cache=False)

@@ -53,9 +53,9 @@ def test_remove_one_unit_keeps_the_rest(session, tiny_template):
     assert session.synchronize(5)
     used_half = session.memory().used
     assert used_half <= used_all // 2 + 4096, (used_all, used_half)
-    for u, name, k in units[1::2]:
+    for _u, name, k in units[1::2]:
         assert lib.function(name, ctypes.c_int, [ctypes.c_int])(5) == 15 + k
-    for u, name, _ in units[::2]:
+    for _u, name, _ in units[::2]:
         with pytest.raises(hotlink.SymbolNotFoundError):
             lib.address(name)
     # removing the rest of a whole range frees whole pages: the arena's resident memory drops
@@ -66,7 +66,7 @@ def test_remove_one_unit_keeps_the_rest(session, tiny_template):
     mem = session.memory()
     assert mem.resident < resident - 8 * 4096, (resident, mem.resident)
     assert mem.libraries["fine"].units == 100
-    for u, name, k in units[1::2][400:]:
+    for _u, name, k in units[1::2][400:]:
         assert lib.function(name, ctypes.c_int, [ctypes.c_int])(1) == 3 + k
 
 
@@ -214,6 +214,7 @@ def test_unwind_info_registered_and_removed(compile_cxx):
     assert platform.registered_frames == start
 
 
+@pytest.mark.slow
 def test_replace_is_atomic_under_concurrent_lookups(session, compile_c):
     v1 = compile_c("int val(void) { return 1; } int other(void) { return 7; }").read_bytes()
     v2 = compile_c("int val(void) { return 2; } int other(void) { return 8; }").read_bytes()

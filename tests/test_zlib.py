@@ -14,10 +14,10 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hotlink
-
 from conftest import LIBZ_A
 
 c_ulong_p = ctypes.POINTER(ctypes.c_ulong)
@@ -30,7 +30,7 @@ Z_DATA_ERROR = -3
 class Zlib:
     """ctypes bindings to a zlib: the hotlink-linked one, or the system's."""
 
-    def __init__(self, lib: "hotlink.Library | ctypes.CDLL"):
+    def __init__(self, lib: hotlink.Library | ctypes.CDLL):
         self.lib = lib
         function = self._cdll_function if isinstance(lib, ctypes.CDLL) else lib.function
         self.compress2 = function(

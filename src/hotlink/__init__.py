@@ -1,12 +1,21 @@
 """hotlink: JIT-link native code into the running Python process, and take it out again."""
-from .errors import (CompileError, DependencyError, DuplicateSymbolError, InitializerError, LinkError,
-                     MalformedObjectError, SessionClosedError, SymbolNotFoundError,
-                     UndefinedSymbolError, UnsupportedRelocationError)
 from .call import Function
-from .library import Library, Unit
-from .session import MemoryStats, Session
+from .errors import (
+                     CompileError,
+                     DependencyError,
+                     DuplicateSymbolError,
+                     InitializerError,
+                     LinkError,
+                     MalformedObjectError,
+                     SessionClosedError,
+                     SymbolNotFoundError,
+                     UndefinedSymbolError,
+                     UnsupportedRelocationError,
+)
 from .frontend import BoundIR, Source, bind_to_host
 from .host import AmbiguousSymbolError, HostSymbol, HostSymbols
+from .library import Library, Unit
+from .session import MemoryStats, Session
 
 __all__ = [
     "Session", "Library", "Unit", "Function", "MemoryStats",

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from .errors import SessionClosedError
+from .qsbr import Reclaimer
+
+
+class Guard(Protocol):
+    """What a callable checks before each call: the defining unit, or the
+    entry stub of a patchable function (which survives replace)."""
+    alive: bool
 
 
 class Function:
@@ -17,7 +25,8 @@ class Function:
 
     __slots__ = ("name", "address", "_unit", "_fn", "_reclaimer", "__weakref__")
 
-    def __init__(self, name: str, address: int, unit, restype: Any, argtypes: Sequence[Any], reclaimer):
+    def __init__(self, name: str, address: int, unit: Guard | None, restype: Any, argtypes: Sequence[Any],
+                 reclaimer: Reclaimer):
         self.name = name
         self.address = address
         self._unit = unit

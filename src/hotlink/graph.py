@@ -6,6 +6,7 @@ a tiny object's whole link has to fit in tens of microseconds.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import elf
@@ -35,7 +36,7 @@ class Definition(NamedTuple):
 class Pending(NamedTuple):
     """A definition made by a link transaction, not yet placed or published."""
     obj: LinkObject
-    index: int          # symbol index in ``obj``
+    symbol: int         # symbol index in ``obj.obj``
     flags: int
     size: int
 
@@ -88,7 +89,7 @@ class LinkObject:
         self.got_base = 0
         self.eh: dict[int, tuple[bytes, list]] = {}   # pruned .eh_frame contents and relocations
 
-    def drop_group(self, members) -> None:
+    def drop_group(self, members: Iterable[int]) -> None:
         self.dropped.update(members)
         self.sections = [s for s in self.sections if s[0] not in self.dropped]
 

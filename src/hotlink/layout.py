@@ -24,7 +24,8 @@ def place(lo: LinkObject, arena: Arena) -> None:
             a = aligns[i] or 1
             if a > PAGE:
                 raise UnsupportedRelocationError(
-                    f"{obj.name}: section {obj.section_name(i)!r} asks for {a}-byte alignment; at most {PAGE} is supported")
+                    f"{obj.name}: section {obj.section_name(i)!r} asks for {a}-byte alignment; "
+                    f"at most {PAGE} is supported")
             if a > align[p]:
                 align[p] = a
             o = (size[p] + a - 1) & -a

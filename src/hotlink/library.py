@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from .archive import Archive, is_archive
 from .call import Function
@@ -179,7 +180,7 @@ class Library:
 
     def shadow(self, name: str, sym: Definition) -> None:
         self._shadowed.setdefault(name, []).append(sym)
-        sym.unit.extras().shadows.append(name)
+        _owner(sym).extras().shadows.append(name)
 
     def unpublish(self, unit: Unit) -> None:
         """Take away ``unit``'s definitions and lazy members; what they
@@ -208,23 +209,23 @@ class Library:
         """What a fresh link without the removed unit would find for ``name``:
         a strong shadowed definition, else the oldest weak one, else an
         archive member not yet pulled."""
-        cands = [d for d in self._shadowed.get(name, ()) if d.unit.alive]
+        cands = [d for d in self._shadowed.get(name, ()) if _owner(d).alive]
         if cands:
-            best = min(cands, key=lambda d: (d.flags & WEAK, d.unit.seq))
+            best = min(cands, key=lambda d: (d.flags & WEAK, _owner(d).seq))
             cands.remove(best)
             if cands:
                 self._shadowed[name] = cands
             else:
                 del self._shadowed[name]
             self.definitions[name] = best
-            if name not in best.unit.names:
-                best.unit.names += (name,)
+            owner = _owner(best)
+            if name not in owner.names:
+                owner.names += (name,)
             return
         self._shadowed.pop(name, None)
         for unit in self._archives:
-            a = unit.archive
             if unit.alive:
-                off = a.index.get(name)
+                off = _archive(unit).index.get(name)
                 if off is not None and (unit.extra is None or off not in unit.extra.members):
                     self.lazy.setdefault(name, (unit, off))
                     return
@@ -235,7 +236,7 @@ class Library:
         """Make an archive unit's members available for lazy pulling."""
         self._archives.append(unit)
         lazy, table = self.lazy, self.definitions
-        for sym, off in unit.archive.index.items():
+        for sym, off in _archive(unit).index.items():
             if sym not in table:
                 lazy.setdefault(sym, (unit, off))
 
@@ -243,7 +244,7 @@ class Library:
         """A member was pulled: it is part of ``unit`` now, no longer offered."""
         unit.extras().members.add(offset)
         lazy = self.lazy
-        for name in unit.archive.member_symbols(offset):
+        for name in _archive(unit).member_symbols(offset):
             if lazy.get(name) == (unit, offset):
                 del lazy[name]
 
@@ -251,7 +252,7 @@ class Library:
         if unit in self._archives:
             self._archives.remove(unit)
         lazy = self.lazy
-        for name, off in unit.archive.index.items():
+        for name, off in _archive(unit).index.items():
             if lazy.get(name) == (unit, off):
                 del lazy[name]
 
@@ -400,6 +401,17 @@ class Library:
 
     def __repr__(self) -> str:
         return f"<hotlink.Library {self.name!r} units={len(self._units)}>"
+
+
+def _owner(d: Definition) -> Unit:
+    """The unit of a definition a library holds (only external ones have none)."""
+    assert d.unit is not None
+    return d.unit
+
+
+def _archive(unit: Unit) -> Archive:
+    assert unit.archive is not None, f"{unit!r} is not an archive unit"
+    return unit.archive
 
 
 def _unit_name(name: str | None, origin: str) -> str | None:

@@ -26,13 +26,13 @@ link can still be cancelled.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from . import elf, ehframe, layout, patch, platform
+from . import ehframe, elf, layout, patch, platform
 from .arena import CODE, RODATA, pack_block
-from .errors import (DuplicateSymbolError, InitializerError, MalformedObjectError,
-                     UndefinedSymbolError)
-from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, LinkObject, Pending, Definition
+from .errors import DuplicateSymbolError, InitializerError, MalformedObjectError, UndefinedSymbolError
+from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, Definition, LinkObject, Pending
 from .interrupts import GATE
 from .tables import Acquired
 from .x86_64 import Fixups, Scanner, SectionPlan
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .library import Library, Unit
     from .session import Session
 
-Found = Union[Pending, Definition]
+Found = Pending | Definition
 
 _LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
@@ -146,25 +146,26 @@ class LinkTransaction:
             new = Pending(lo, si, flags, obj.sym_size[si])
             cur: Found | None = pend.get(name)
             if cur is None:
-                cur = published.get(name)
-                if cur is not None and replacing is not None and cur.unit is replacing:
-                    cur = None
+                d = published.get(name)
+                cur = None if d is None or (replacing is not None and d.unit is replacing) else d
             if cur is None:
                 pend[name] = new
             elif cur.flags & WEAK and not flags & WEAK:
                 pend[name] = new
-                if type(cur) is Pending:
+                if isinstance(cur, Pending):
                     self.shadowed.append((lib, name, cur))
             elif (cur.flags | flags) & WEAK:
                 self.shadowed.append((lib, name, new))
             else:
-                owner = cur.obj.name if type(cur) is Pending else f"unit {cur.unit.name!r}"
+                owner = (cur.obj.obj.name if isinstance(cur, Pending)
+                         else f"unit {cur.unit.name!r}" if cur.unit is not None else "the process")
                 raise DuplicateSymbolError(name, owner, obj.name)
 
     def pull(self, unit: Unit, offset: int) -> None:
         key = (unit, offset)
         if key not in self.pulled:
             self.pulled.add(key)
+            assert unit.archive is not None    # only archive units offer members
             self.add(unit.archive.load_member(offset), unit)
 
     def find(self, lib: Library, name: str, pull: bool) -> Found | None:
@@ -227,7 +228,8 @@ class LinkTransaction:
 
     # --- resolution and fixups -------------------------------------------
 
-    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int, content) -> int:
+    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int,
+                   content: Callable[[int], bytes]) -> int:
         """A per-unit platform object (``dso`` handle or ``atexit`` thunk), made
         once; ``content(address)`` gives its bytes."""
         extras = unit.extras()
@@ -298,24 +300,24 @@ class LinkTransaction:
             # dependency only if this object's relocations use it
             used = shndx[si] == _UNDEF or si in (referenced if referenced is not None
                                                  else (referenced := _referenced(lo)))
-            if type(d) is Pending:
+            if isinstance(d, Pending):
                 owner = d.obj
                 if owner.unit is unit:
-                    values.append(self._address(owner, d.index))
+                    values.append(self._address(owner, d.symbol))
                 elif (owner.library, name) in self.entries:      # another unit's patchable function
                     entry = self.entries[(owner.library, name)]
                     values.append(entry.addr)
                     if used:
                         self.stub_uses.add((unit, entry))
                 else:
-                    values.append(self._address(owner, d.index))
+                    values.append(self._address(owner, d.symbol))
                     if used:
                         self.deps.add((unit, owner.unit))
             else:
                 values.append(d.address)
                 if not used:
                     pass
-                elif d.flags & STUB:
+                elif d.flags & STUB and d.unit is not None:
                     self.stub_uses.add((unit, d.unit.library.entry_stubs[name]))
                 elif d.unit is not None and d.unit is not unit:
                     self.deps.add((unit, d.unit))
@@ -531,7 +533,7 @@ class LinkTransaction:
         for lo in self.items:
             eh = lo.eh_block
             lo.unit.blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
-        for unit, attr, pool, addr, size in self.synthetic:
+        for unit, _attr, pool, addr, size in self.synthetic:
             unit.blocks.append(pack_block(pool, addr, size))
         for unit, acq in self.acquired.items():
             if acq.got_targets or acq.stub_targets:

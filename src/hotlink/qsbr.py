@@ -24,9 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from threading import get_ident
+from typing import TYPE_CHECKING
 
 from .errors import LinkError
 from .interrupts import GATE
+
+if TYPE_CHECKING:
+    from .runtime import NativeThreads
 
 REAPER_PERIOD = 0.005
 
@@ -41,7 +45,7 @@ class Reclaimer:
         self._retired: list[tuple[int, int, int, Callable[[], None]]] = []
         self._releasing = 0                     # collected, not yet run
         self.retired_bytes = 0
-        self.native = None                      # runtime.NativeThreads once the runtime is loaded
+        self.native: NativeThreads | None = None   # once the runtime is loaded
         self._reaper: threading.Thread | None = None
         self.closed = False
 

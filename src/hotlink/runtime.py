@@ -27,6 +27,8 @@ import struct
 import threading
 
 from . import libc
+from .arena import Arena
+from .platform import GuardedCall
 
 NSLOTS = 256
 THREAD_SLOT_SIZE = 64
@@ -183,7 +185,7 @@ _GUARDED = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctyp
 _MSG = 512
 
 
-def guarded_caller(address: int):
+def guarded_caller(address: int) -> GuardedCall:
     """A ``platform.GuardedCall`` over the runtime's ``hotlink_guarded_call``."""
     call = _GUARDED(address)
     local = threading.local()
@@ -213,7 +215,7 @@ def demangle(type_name: str) -> str:
 class NativeThreads:
     """The Python side of the runtime: epoch bumps and slot scans."""
 
-    def __init__(self, arena, epoch_addr: int, slots_addr: int, key_addr: int, exit_addr: int):
+    def __init__(self, arena: Arena, epoch_addr: int, slots_addr: int, key_addr: int, exit_addr: int):
         self._arena = arena
         self.epoch_addr = epoch_addr
         self.slots_addr = slots_addr

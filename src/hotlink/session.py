@@ -10,8 +10,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from . import platform, runtime, unlink
 from .arena import POOL_NAMES, Arena, unpack_block

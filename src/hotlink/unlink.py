@@ -19,6 +19,7 @@ leaves a unit half removed.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import patch, platform
@@ -73,7 +74,7 @@ def _unlink_one(session: Session, unit: Unit) -> None:
     session.reclaimer.retire(sum(b >> 50 for b in blocks), lambda: release(session, blocks, got, stubs))
 
 
-def release(session: Session, blocks: list[int], got, stubs) -> None:
+def release(session: Session, blocks: list[int], got: Sequence[int], stubs: Sequence[int]) -> None:
     """Free what a unit left behind; runs in whichever thread ends its grace
     period, so it takes only the arena's lock, never the session's."""
     unpacked = [unpack_block(b) for b in blocks]

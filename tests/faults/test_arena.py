@@ -66,6 +66,7 @@ def test_freed_code_chunks_hold_a_large_bss_unit(scenario, compile_c):
 
 # --- (b) growth past arena_size ---------------------------------------------
 
+@pytest.mark.slow
 def test_session_outgrows_its_arena(scenario, compile_c):
     n = 6
     chain = []
@@ -338,6 +339,7 @@ int bump(void) { return ++counter; }
 """
 
 
+@pytest.mark.slow
 def test_fork_with_a_session(scenario, compile_c):
     obj = compile_c(COUNTER_C, name="counter")
     other = big_code(compile_c, "other", 11, 2 << 20)

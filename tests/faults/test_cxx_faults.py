@@ -3,6 +3,8 @@ ctypes (issue 9, item 5), and exit handlers registered outside initializers
 belong to the unit whose code they run (item 6)."""
 from __future__ import annotations
 
+import pytest
+
 THROWING_CTOR = r"""
 #include <cstdio>
 #include <stdexcept>
@@ -24,6 +26,7 @@ extern "C" int throw_catch(int x) {
 """
 
 
+@pytest.mark.slow
 def test_throwing_static_constructor_is_a_link_error(scenario, compile_cxx):
     bad = compile_cxx(THROWING_CTOR, "-fPIC")
     good = compile_cxx(THROWER, "-fPIC")

@@ -421,6 +421,7 @@ def test_unknown_augmentation_letter(scenario, objects):
     _expect_refused(scenario, objects, patched(data, lay, cie.aug_at + 2, b"Q"), cie, "augmentation 'zPQR'")
 
 
+@pytest.mark.slow
 def test_augmentation_letters_out_of_order(scenario, objects):
     # libgcc's two parsers disagree on "zPSR": the FDE sorter stops at 'S' and takes absptr
     data = objects.cxx.read_bytes()
@@ -461,6 +462,7 @@ def test_unknown_cfa_opcode(scenario, objects, opcode):
                     f"unknown CFA instruction {opcode:#04x}")
 
 
+@pytest.mark.slow
 def test_restore_state_without_remember_state(scenario, objects):
     # libgcc would dereference NULL when it unwinds through this function
     data = objects.c.read_bytes()
@@ -525,6 +527,7 @@ def test_fde_pc_range_beyond_its_section(scenario, objects, which):
         _expect_refused(scenario, objects, corrupt, fde, "FDE covers")
 
 
+@pytest.mark.slow
 def test_fde_encoding_that_its_relocation_does_not_write(scenario, objects):
     # pcrel sdata4 -> absolute udata4: R_X86_64_PC32 still writes an offset,
     # which libgcc would take for an address
@@ -536,6 +539,7 @@ def test_fde_encoding_that_its_relocation_does_not_write(scenario, objects):
                     "relocated with R_X86_64_PC32")
 
 
+@pytest.mark.slow
 def test_relocation_outside_the_pointer_fields(scenario, objects):
     # a relocation aimed at a CFA instruction would rewrite it after the check
     data = objects.cxx.read_bytes()
@@ -693,7 +697,7 @@ def test_mutated_eh_frames_link_or_are_refused(scenario, objects):
         objs.append(("llvm.o", str(objects.llvm)))
     proc = scenario.expect_ok(PROPERTY.format(tests_dir=str(TESTS_DIR), objects=objs, checker=str(objects.checker),
                                               examples=PROPERTY_EXAMPLES), timeout=300)
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("EXAMPLES"))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("EXAMPLES"))
     print(line)
     words = line.split()
     examples, linked, refused = int(words[1]), int(words[3]), int(words[5])

@@ -280,6 +280,7 @@ def test_cache_size_accepts_units_and_names_a_bad_value(scenario):
     """, env={"HOTLINK_CACHE": "1"})
 
 
+@pytest.mark.slow
 def test_bad_options_name_the_option(scenario):
     scenario.expect_ok("""
         import hotlink
@@ -313,6 +314,7 @@ def test_bad_options_name_the_option(scenario):
     """)
 
 
+@pytest.mark.slow
 def test_unknown_llvm_cpu_or_feature_is_a_compile_error_not_a_dead_process(scenario):
     # LLVM only warns about an unknown CPU and then exits the process with
     # "LLVM ERROR: 64-bit code requested on a subtarget that doesn't support it!"

@@ -147,6 +147,7 @@ def test_synchronize_and_close_from_a_callback_do_not_wait_for_themselves(scenar
 def test_cascade_removal_of_a_deep_chain_is_iterative(session):
     """Item 13: a 1,500-deep chain of units, each calling the previous one."""
     from llvmlite import binding as llvm
+
     from hotlink.frontend.llvm import target_machine
     tm = target_machine("generic", "", 0)
     lib = session.library("chain")
@@ -254,10 +255,12 @@ def test_load_shared_after_a_process_lookup(session, compile_c, toolchain):
     assert lib2.function("parent", ctypes.c_int)() == -77
 
 
+@pytest.mark.slow
 def test_initializers_do_not_make_linking_quadratic(session, monkeypatch):
     """Item 15: function starts are computed once per link, however many
     objects with constructors it has."""
     from llvmlite import binding as llvm
+
     from hotlink.frontend.llvm import target_machine
     tm = target_machine("generic", "", 0)
     objs = []

@@ -42,7 +42,7 @@ def prot_at(table: list[tuple[int, int, str]], addr: int) -> str | None:
 def check(arena: Arena, live: dict[int, tuple[int, int, int, bytes]]) -> None:
     """Every invariant, with ``live`` = addr -> (pool, size, align, content)."""
     spans = sorted((a, a + rounded(s), p) for a, (p, s, _, _) in live.items())
-    for (a, e, _), (b, _, _) in zip(spans, spans[1:]):
+    for (_a, e, _), (b, _, _) in zip(spans, spans[1:]):
         assert e <= b, f"blocks overlap at {b:#x}"
     owned = [0, 0, 0]
     for r in arena.regions:
@@ -75,7 +75,7 @@ def check_protections(arena: Arena) -> None:
             want = PROTS[k - 1] if k else "---"
             assert prot_at(table, r.base + i * CHUNK) == want, (hex(r.base + i * CHUNK), want)
         assert prot_at(table, r.write_base) == "rw-"
-    for lo, hi, p in table:
+    for lo, _hi, p in table:
         assert not (p[1] == "w" and p[2] == "x" and any(r.base <= lo < r.end for r in arena.regions))
 
 
