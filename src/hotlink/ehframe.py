@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING
 
 from .elf import SHF_EXECINSTR, STT_FUNC, STT_OBJECT, Rela
 from .errors import MalformedObjectError
-from .x86_64 import NAMES, R_32, R_32S, R_64, R_GOTPCREL, R_NONE, R_PC32, R_PC64
+from .x86_64 import NAMES, Reloc
 
 if TYPE_CHECKING:
     from .elf import ObjectFile
@@ -97,13 +97,13 @@ _FIXED = {0x0: 8, 0x2: 2, 0x3: 4, 0x4: 8, 0xA: 2, 0xB: 4, 0xC: 8}   # format nib
 _LEB = (0x1, 0x9)                                                   # uleb128, sleb128
 
 # encoding (with the indirect bit) -> relocation kinds that write what libgcc reads there
-_KINDS: dict[int, tuple[int, ...]] = {0x03: (R_32,), 0x0B: (R_32S,), 0x1B: (R_PC32,)}
+_KINDS: dict[int, tuple[int, ...]] = {0x03: (Reloc.R32,), 0x0B: (Reloc.R32S,), 0x1B: (Reloc.PC32,)}
 for _fmt in (0x0, 0x4, 0xC):
-    _KINDS[_fmt] = (R_64,)
-    _KINDS[0x10 | _fmt] = (R_PC64,)
+    _KINDS[_fmt] = (Reloc.R64,)
+    _KINDS[0x10 | _fmt] = (Reloc.PC64,)
 for _enc in list(_KINDS):
     _KINDS[0x80 | _enc] = _KINDS[_enc]
-_KINDS[0x9B] = (R_PC32, R_GOTPCREL)   # pcrel to a GOT slot holding the personality
+_KINDS[0x9B] = (Reloc.PC32, Reloc.GOTPCREL)   # pcrel to a GOT slot holding the personality
 
 # CFA opcodes below 0x40 -> operands: u/s = U/SLEB128 number, r = register (any),
 # g = register libgcc reads (0-16), 1/2/4 = fixed bytes, a = address in the FDE
@@ -441,7 +441,7 @@ def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
     """What the relocated pointers point at: each FDE at code of this object,
     all its ``pc_range`` inside that section; each LSDA at data of this
     object; each personality at code, or at a slot holding it when indirect."""
-    target = {off: (kind, si, a) for off, kind, si, a in relocs if kind != R_NONE}
+    target = {off: (kind, si, a) for off, kind, si, a in relocs if kind != Reloc.NONE}
     shnum, shndx, flags = obj.shnum, obj.sym_shndx, obj.sh_flags
     for pos, (z, _enc, size, lsda_enc, _kinds) in fdes:
         t = target.get(pos + 8)
@@ -477,7 +477,7 @@ def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
         defined = 0 < x < shnum
         code = typ == STT_FUNC or (defined and flags[x] & SHF_EXECINSTR)
         data_object = typ == STT_OBJECT or (defined and not flags[x] & SHF_EXECINSTR)
-        if enc & 0x80 and kind != R_GOTPCREL:
+        if enc & 0x80 and kind != Reloc.GOTPCREL:
             if code:
                 raise MalformedObjectError(f"{where}+{pos:#x}: CIE personality pointer at +{off:#x} is encoded "
                                            f"{enc:#04x} (indirect) but points at code ({obj.symbol_name(si) or si!r})")
@@ -500,13 +500,13 @@ def prune_eh_frame(data: bytes, relocs: list[Rela], where: str,
         data = bytes(data)
     rel: dict[int, int] = {}
     for off, kind, _si, _a in relocs:
-        if kind != R_NONE:
+        if kind != Reloc.NONE:
             if off in rel:
                 raise MalformedObjectError(f"{where}+{off:#x}: two relocations apply to one .eh_frame field")
             rel[off] = kind
     used: list[int] = []        # relocations found at the pointer fields they belong to
     # field offset -> the symbol its relocation names: an FDE goes when its pc_begin's symbol is dropped
-    pc_symbol = {off: si for off, kind, si, _a in relocs if kind != R_NONE} if dropped is not None else {}
+    pc_symbol = {off: si for off, kind, si, _a in relocs if kind != Reloc.NONE} if dropped is not None else {}
     keep: list[tuple[int, int]] = []   # kept records as (start, end)
     cies: dict[int, _CieInfo] = {}
     fdes: list[tuple[int, _CieInfo]] = []

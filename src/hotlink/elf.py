@@ -130,15 +130,8 @@ class ObjectFile:
     # (annotations only: the values live in the slots)
     name: str
     data: bytes
-    shnum: int
-    sh_name: tuple[int, ...]
-    sh_type: tuple[int, ...]
-    sh_flags: tuple[int, ...]
-    sh_offset: tuple[int, ...]
-    sh_size: tuple[int, ...]
-    sh_link: tuple[int, ...]
-    sh_info: tuple[int, ...]
-    sh_align: tuple[int, ...]
+    shnum: int       # the section header columns (sh_*) are typed where they are read
+    # the symbol table, one column per field, indexed by symbol number
     symtab_index: int
     sym_name: list[str]
     sym_value: tuple[int, ...]
@@ -177,7 +170,7 @@ class ObjectFile:
         if shnum == 0 or shoff + shnum * SHDR.size > n:
             raise MalformedObjectError(
                 f"{name}: {shnum} section headers at offset {shoff:#x} run past the end of the file ({n:#x})")
-        flat = struct.unpack_from("<" + _SHDR * shnum, data, shoff)
+        flat: tuple[int, ...] = struct.unpack_from("<" + _SHDR * shnum, data, shoff)
         self.shnum = shnum
         self.sh_name = flat[0::10]
         self.sh_type = types = flat[1::10]

@@ -435,13 +435,13 @@ class Fixups:
         elif kind == Reloc.SIZE64:
             write_u64(buf, off, self.sizes(si) + a, self, kind, si)
         elif kind == Reloc.PC16:
-            write_u16(buf, off, s + a - p, self, kind, si)
+            write_small(buf, off, s + a - p, self, kind, si, 2)
         elif kind == Reloc.R16:
-            write_u16(buf, off, s + a, self, kind, si)
+            write_small(buf, off, s + a, self, kind, si, 2)
         elif kind == Reloc.PC8:
-            write_u8(buf, off, s + a - p, self, kind, si)
+            write_small(buf, off, s + a - p, self, kind, si, 1)
         elif kind == Reloc.R8:
-            write_u8(buf, off, s + a, self, kind, si)
+            write_small(buf, off, s + a, self, kind, si, 1)
         elif kind != _NONE:
             raise self.unsupported(off, kind, si)
 
@@ -508,26 +508,12 @@ def write_u64(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: i
         raise fx.error(buf, off, 8, value, kind, si) from None
 
 
-def write_u16(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
-    """A 16-bit field, signed or unsigned."""
+def write_small(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int, size: int) -> None:
+    """A 16- or 8-bit field, signed or unsigned."""
+    bits = size * 8
     try:
-        if not -0x8000 <= value <= 0xFFFF:
+        if not -(1 << (bits - 1)) <= value < (1 << bits):
             raise OverflowError
-        _u16(buf, off, value & 0xFFFF)
+        (_u16 if size == 2 else _u8)(buf, off, value & ((1 << bits) - 1))
     except _WRITE_ERRORS:
-        raise fx.error(buf, off, 2, value, kind, si) from None
-
-
-def write_u8(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
-    """An 8-bit field, signed or unsigned."""
-    try:
-        if not -0x80 <= value <= 0xFF:
-            raise OverflowError
-        _u8(buf, off, value & 0xFF)
-    except _WRITE_ERRORS:
-        raise fx.error(buf, off, 1, value, kind, si) from None
-
-
-# The old names of the kinds ehframe.py imports (new code says ``Reloc.PC32``).
-R_NONE, R_64, R_PC32, R_GOTPCREL = Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.GOTPCREL
-R_32, R_32S, R_PC64 = Reloc.R32, Reloc.R32S, Reloc.PC64
+        raise fx.error(buf, off, size, value, kind, si) from None

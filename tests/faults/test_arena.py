@@ -38,6 +38,7 @@ def big_code(compile_c, name: str, value: int, size: int):
 
 # --- (a) freed code serves data ----------------------------------------------
 
+@pytest.mark.slow
 def test_freed_code_chunks_hold_a_large_bss_unit(scenario, compile_c):
     code = big_code(compile_c, "big_code", 42, 6 << 20)
     bss = compile_c(BIG_BSS_C.format(size=6 << 20), name="bss")

@@ -84,6 +84,7 @@ def test_thread_exiting_online_releases_its_slot(scenario, compile_c):
     assert time.monotonic() - t0 < 8, "exit was delayed"
 
 
+@pytest.mark.slow
 def test_dropped_sessions_release_everything(scenario, compile_c):
     """Item 11: sessions dropped without close() give back their memfd and
     address space, so creating sessions forever keeps working."""

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from hotlink.ehframe import prune_eh_frame
 from hotlink.errors import MalformedObjectError
-from hotlink.x86_64 import R_PC32
+from hotlink.x86_64 import Reloc
 
 Rela = tuple[int, int, int, int]
 
@@ -109,7 +109,7 @@ def write(records: list[Record]) -> Section:
             cie_pos, cie = cies[r.cie]
             body, rel = r.body(cie, pos + 4 - cie_pos)
         out += struct.pack("<I", len(body)) + body
-        relocs += [(pos + 4 + off, R_PC32, si, a) for off, si, a in rel]
+        relocs += [(pos + 4 + off, Reloc.PC32, si, a) for off, si, a in rel]
     return Section(bytes(out), relocs, starts)
 
 

@@ -327,9 +327,27 @@ class GracePeriods(RuleBasedStateMachine):
         if self.fake is not None:
             assert not self.fake.seen
 
-    # --- callbacks must not wait for themselves ----------------------------
+    # --- invariants (one hypothesis invariant: each costs per step) --------
 
     @invariant()
+    def consistent(self) -> None:
+        self.bytes_add_up()
+        self.reaper_while_waiting()
+        self.busy_agrees()
+        self.callers_do_not_wait_for_themselves()
+        self.native_threads_do_not_wait_for_themselves()
+
+    def bytes_add_up(self) -> None:
+        assert self.r.retired_bytes == sum(i.nbytes for i in self.pending())
+
+    def reaper_while_waiting(self) -> None:
+        if self.pending():
+            assert self.reaper_alive, "items wait for a grace period but no reaper runs"
+
+    def busy_agrees(self) -> None:
+        expected = bool(self.inside()) or bool(self.fake is not None and self.fake.seen)
+        assert self.r.busy() == expected
+
     def callers_do_not_wait_for_themselves(self) -> None:
         for c in CALLERS:
             with self.as_caller(c):
@@ -339,7 +357,6 @@ class GracePeriods(RuleBasedStateMachine):
                 else:
                     self.r.check_not_waiting_for_self("synchronize()")
 
-    @invariant()
     def native_threads_do_not_wait_for_themselves(self) -> None:
         if self.fake is None:
             return
@@ -353,22 +370,6 @@ class GracePeriods(RuleBasedStateMachine):
                     self.r.check_not_waiting_for_self("close()")
             finally:
                 self.fake.current = None
-
-    # --- invariants --------------------------------------------------------
-
-    @invariant()
-    def bytes_add_up(self) -> None:
-        assert self.r.retired_bytes == sum(i.nbytes for i in self.pending())
-
-    @invariant()
-    def reaper_while_waiting(self) -> None:
-        if self.pending():
-            assert self.reaper_alive, "items wait for a grace period but no reaper runs"
-
-    @invariant()
-    def busy_agrees(self) -> None:
-        expected = bool(self.inside()) or bool(self.fake is not None and self.fake.seen)
-        assert self.r.busy() == expected
 
 
 SETTINGS = settings(max_examples=150, stateful_step_count=40, deadline=None,
