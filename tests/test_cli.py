@@ -49,6 +49,7 @@ def hotlink_run(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_run_passes_args_and_exit_code(compile_c):
     obj = compile_c(PROG, name="prog")
     proc = hotlink_run(obj, "--", "a", "b", "c")
@@ -62,6 +63,7 @@ def test_run_passes_args_and_exit_code(compile_c):
     assert proc.returncode == 44, proc.stderr
 
 
+@pytest.mark.slow
 def test_run_without_args(compile_c):
     obj = compile_c(PROG, name="prog")
     proc = hotlink_run(obj)

@@ -21,6 +21,9 @@ from conftest import FIXTURES, Toolchain, elf_symbols, reloc_types
 CXX_DIR = FIXTURES / "cxx"
 CXXFLAGS = ["-O2", "-fPIC", f"-I{CXX_DIR}"]
 
+# builds the fixture with g++ twice (objects, and a shared library to compare with)
+pytestmark = pytest.mark.slow
+
 c_size_t = ctypes.c_size_t
 c_char_p = ctypes.c_char_p
 

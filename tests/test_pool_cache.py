@@ -54,6 +54,7 @@ def test_compile_many_in_workers_reused_across_calls(session, cache_dir):
     assert lib.function("f5", c_int, [c_int])(7) == 21
 
 
+@pytest.mark.slow
 def test_objects_pass_through_compile_many(session, compile_c, cache_dir):
     obj = compile_c("int plain(void) { return 1; }")
     out = session.compile_many([obj, ir("h")], workers=1)
@@ -220,6 +221,7 @@ def test_cache_lru_eviction(tmp_path):
     assert keys[1] not in left and keys[2] not in left               # the least recently used went first
 
 
+@pytest.mark.slow
 def test_cache_location_options(session, tmp_path, monkeypatch):
     monkeypatch.delenv("HOTLINK_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -65,6 +65,7 @@ def test_throwing_static_constructor_is_a_link_error(scenario, compile_cxx):
     assert out.count("dtor") == 4 and out.count("ERROR:") == 2
 
 
+@pytest.mark.slow
 def test_throwing_destructor_is_caught_at_remove(scenario, compile_cxx):
     obj = compile_cxx(r"""
         #include <stdexcept>

@@ -80,6 +80,7 @@ print("parent ok")
 """
 
 
+@pytest.mark.slow
 def test_os_fork_child_is_independent(scenario, compile_c):
     counter = compile_c(COUNTER)
     kernel = compile_c(KERNEL.format(k=7, c=1))

@@ -58,6 +58,7 @@ def test_exit_with_an_online_thread_in_big_code(scenario, compile_c):
         assert "exiting" in proc.stdout
 
 
+@pytest.mark.slow
 def test_thread_exiting_online_releases_its_slot(scenario, compile_c):
     """Item 10: a native thread that exits without going offline neither
     blocks reclamation nor delays interpreter exit."""
