@@ -38,7 +38,8 @@ _DEFERRED = tuple(int(getattr(signal, n)) for n in
                   ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2",
                    "SIGVTALRM", "SIGPROF", "SIGCHLD", "SIGWINCH") if hasattr(signal, n))
 
-_main = threading.main_thread()
+_main = threading.main_thread().ident   # Python runs signal handlers in this thread only
+_get_ident = threading.get_ident
 _Handler = Callable[[int, "FrameType | None"], Any]
 
 
@@ -56,7 +57,7 @@ class Deferred:
         self._pending.append(signum)
 
     def __enter__(self) -> Deferred:
-        if threading.current_thread() is not _main:
+        if _get_ident() != _main:
             return self
         self._depth += 1
         if self._depth == 1:
@@ -71,7 +72,7 @@ class Deferred:
 
     def checkpoint(self) -> None:
         """Run the handlers of signals noted so far (which may raise)."""
-        if self._pending and threading.current_thread() is _main:
+        if self._pending and _get_ident() == _main:
             self._deliver()
 
     def _deliver(self) -> None:
@@ -84,7 +85,7 @@ class Deferred:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if threading.current_thread() is not _main:
+        if _get_ident() != _main:
             return
         self._depth -= 1
         if self._depth:
