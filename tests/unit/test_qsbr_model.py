@@ -125,8 +125,10 @@ class GracePeriods(RuleBasedStateMachine):
         self.reaper_alive = False
         self.r._start_reaper = self._start_reaper     # type: ignore[method-assign]  # no thread; see poll
         self.me = MAIN
-        self._real_get_ident = qsbr.get_ident
-        qsbr.get_ident = lambda: self.me
+        real = self._real_get_ident = qsbr.get_ident
+        test_thread = real()
+        # only this thread is renamed: a leftover thread of another test keeps its identity
+        qsbr.get_ident = lambda: self.me if real() == test_thread else real()
         self.fake: FakeNativeThreads | None = None
         self.stacks: dict[int, list[int]] = {c: [] for c in CALLERS}   # epochs enter() returned
         self.items: list[Item] = []
