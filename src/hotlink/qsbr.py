@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from threading import get_ident
 from typing import TYPE_CHECKING
@@ -40,7 +41,7 @@ class Reclaimer:
         self._lock = threading.Lock()
         self.epoch = 0
         self._active = [0, 0]                   # running Python calls per epoch parity
-        self._inside: dict[int, int] = {}       # thread id -> calls into JIT code it is inside
+        self._inside: dict[int, list[int]] = {}   # thread id -> epoch parity of each call it is inside
         # (python epoch, native epoch, bytes, release)
         self._retired: list[tuple[int, int, int, Callable[[], None]]] = []
         self._releasing = 0                     # collected, not yet run
@@ -56,21 +57,21 @@ class Reclaimer:
         with self._lock:
             e = self.epoch & 1
             self._active[e] += 1
-            inside = self._inside
-            inside[t] = inside.get(t, 0) + 1
+            calls = self._inside.get(t)
+            if calls is None:
+                self._inside[t] = [e]
+            else:
+                calls.append(e)
             return e
 
     def exit(self, e: int) -> None:
         t = get_ident()
         with self._lock:
-            if self._active[e]:         # (0 only in a child forked during this call)
-                self._active[e] -= 1
-            inside = self._inside
-            n = inside.get(t, 1) - 1
-            if n:
-                inside[t] = n
-            else:
-                inside.pop(t, None)
+            self._active[e] -= 1
+            calls = self._inside[t]
+            calls.pop()
+            if not calls:
+                del self._inside[t]
             ready = self._collect() if self._retired and not self._active[e] else None
         if ready:
             self._run(ready)
@@ -110,10 +111,12 @@ class Reclaimer:
                             f"it would wait for this thread; call hotlink_thread_offline() first")
 
     def after_fork(self) -> None:
-        """In a forked child: only the forking thread exists, with no call in flight."""
+        """In a forked child only the forking thread exists: only its calls
+        (a callback that forked) are still in flight."""
         self._lock = threading.Lock()
-        self._active = [0, 0]
-        self._inside = {}
+        mine = self._inside.get(get_ident(), [])
+        self._active = [mine.count(0), mine.count(1)]
+        self._inside = {get_ident(): mine} if mine else {}
         self._reaper = None
         if self.native is not None:
             self.native.after_fork()
@@ -154,6 +157,9 @@ class Reclaimer:
             for item in ready:
                 try:
                     item[3]()
+                except Exception as e:   # one failed release must not strand the others
+                    warnings.warn(f"hotlink: releasing retired memory failed: {e!r}", RuntimeWarning,
+                                  stacklevel=2)
                 finally:
                     with self._lock:
                         self._releasing -= 1

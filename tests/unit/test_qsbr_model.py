@@ -392,3 +392,39 @@ def test_grace_periods_model() -> None:
 @pytest.mark.slow
 def test_grace_periods_model_thorough() -> None:
     run_state_machine_as_test(GracePeriods, settings=THOROUGH)
+
+
+def _quiet_reclaimer() -> Reclaimer:
+    r = Reclaimer()
+    r._start_reaper = lambda: None      # type: ignore[method-assign]  # polls are explicit here
+    return r
+
+
+def test_fork_inside_a_call_keeps_that_call_in_flight():
+    """A callback that forks: in the child, its own call still pins what it may run."""
+    r = _quiet_reclaimer()
+    e = r.enter()
+    r.after_fork()
+    released: list[int] = []
+    r.retire(8, lambda: released.append(1))
+    assert not r.poll() and released == []
+    r.exit(e)
+    for _ in range(3):
+        r.poll()
+    assert released == [1] and r.poll()
+
+
+def test_a_failing_release_does_not_strand_the_others():
+    r = _quiet_reclaimer()
+    released: list[int] = []
+
+    def boom() -> None:
+        raise OSError("munmap failed")
+    e = r.enter()
+    r.retire(8, boom)
+    r.retire(16, lambda: released.append(1))
+    with pytest.warns(RuntimeWarning, match="munmap failed"):
+        r.exit(e)
+        for _ in range(3):
+            r.poll()
+    assert released == [1] and r.poll() and r.retired_bytes == 0
