@@ -2,8 +2,9 @@
 memory, sessions outgrow ``arena_size``, bad sizes and failed constructions
 leave nothing behind, and a forked child gets its own copy of the arena.
 
-Every scenario runs in a fresh interpreter (see conftest.py): these tests
-fork, exhaust address space or run JIT code from freshly mapped regions.
+Every scenario runs in its own subprocess (the ``scenario`` fixture, see
+conftest.py), so a crash fails one test, never the run: these tests fork,
+exhaust address space or run JIT code from freshly mapped regions.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -133,7 +132,6 @@ time.sleep(600)
 """
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (its cc1 is what we look for)")
 @pytest.mark.slow
 def test_busy_workers_and_their_compiler_die_when_the_parent_is_killed(scenario):
     env = _scenario_env()

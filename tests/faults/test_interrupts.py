@@ -1,6 +1,10 @@
 """Ctrl-C (SIGINT) at any point of add, lazy archive pulls, replace and
 remove leaves the session exactly as before the call or exactly as after it
-(issue 9, item 2)."""
+(issue 9, item 2).
+
+Every scenario that forks or signals runs in its own subprocess (the
+``scenario`` fixture), so a crash fails one test, never the run.
+"""
 from __future__ import annotations
 
 import ast

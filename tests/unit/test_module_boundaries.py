@@ -5,7 +5,7 @@ An attribute ``obj._name`` is allowed in a module when ``_name`` belongs to
 that module: a class defined there assigns ``self._name``, lists it in
 ``__slots__``, or defines a method of that name.  ``self._x`` and ``cls._x``
 are always allowed.  A few underscore names are public API of the standard
-library (namedtuple's ``_replace``; ``os._exit``; ``sys._getframe``).
+library (namedtuple's ``_replace``; ``sys._getframe``; the process-exit function of ``os``).
 """
 from __future__ import annotations
 
