@@ -324,7 +324,6 @@ class Session:
                 stats.libraries[name] = m
             return stats
 
-
     def synchronize(self, timeout: float | None = None) -> bool:
         """Wait until everything retired is freed (True), or ``timeout`` seconds (False).
 
