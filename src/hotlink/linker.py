@@ -296,31 +296,32 @@ class LinkTransaction:
                     missing.setdefault(name, []).append(obj.name)
                 values.append(0)
                 continue
-            # a definition of this object that lost to another unit's makes a
-            # dependency only if this object's relocations use it
-            used = shndx[si] == _UNDEF or si in (referenced if referenced is not None
-                                                 else (referenced := _referenced(lo)))
             if isinstance(d, Pending):
                 owner = d.obj
                 if owner.unit is unit:
                     values.append(self._address(owner, d.symbol))
-                elif (owner.library, name) in self.entries:      # another unit's patchable function
-                    entry = self.entries[(owner.library, name)]
-                    values.append(entry.addr)
-                    if used:
-                        self.stub_uses.add((unit, entry))
-                else:
-                    values.append(self._address(owner, d.symbol))
-                    if used:
-                        self.deps.add((unit, owner.unit))
+                    continue
+                key = (owner.library, name)
+                entry = self.entries.get(key) if self.entries else None
+                values.append(entry.addr if entry is not None else self._address(owner, d.symbol))
+                other: Unit | None = owner.unit
             else:
                 values.append(d.address)
-                if not used:
-                    pass
-                elif d.flags & STUB and d.unit is not None:
-                    self.stub_uses.add((unit, d.unit.library.entry_stubs[name]))
-                elif d.unit is not None and d.unit is not unit:
-                    self.deps.add((unit, d.unit))
+                other = d.unit
+                if other is None or other is unit:
+                    continue
+                entry = other.library.entry_stubs[name] if d.flags & STUB else None
+            # a definition of this object that lost to another unit's makes a
+            # dependency only if this object's relocations use it
+            if shndx[si] != _UNDEF:
+                if referenced is None:
+                    referenced = _referenced(lo)
+                if si not in referenced:
+                    continue
+            if entry is not None:
+                self.stub_uses.add((unit, entry))
+            elif other is not None:
+                self.deps.add((unit, other))
         lo.values = values
 
     def _check_entry_points(self, lo: LinkObject, section: int, fns: list[int]) -> None:
