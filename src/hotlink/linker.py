@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING
 
 from . import ehframe, elf, layout, patch, platform
 from .arena import CODE, RODATA, pack_block
-from .errors import DuplicateSymbolError, InitializerError, MalformedObjectError, UndefinedSymbolError
+from .errors import (
+    DuplicateSymbolError,
+    InitializerError,
+    MalformedObjectError,
+    UndefinedSymbolError,
+    UnsupportedRelocationError,
+)
 from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, Definition, LinkObject, Pending
 from .interrupts import GATE
 from .tables import Acquired
@@ -55,6 +61,19 @@ def _referenced(lo: LinkObject) -> set[int]:
     """Indices of the symbols that the relocations of ``lo``'s sections use."""
     obj = lo.obj
     return {si for i, _, _ in lo.sections for _, _, si, _ in obj.relocations(i)}
+
+
+def _refuse_ifuncs(obj: elf.ObjectFile) -> None:
+    """IFUNC resolvers are not run yet: binding the name to the resolver would
+    give silently wrong results (``floor(2.7)`` returning 2.7), so refuse."""
+    info = obj.sym_info
+    if not any(i & 15 == elf.STT_GNU_IFUNC for i in info):
+        return
+    for si, x in enumerate(info):
+        if x & 15 == elf.STT_GNU_IFUNC and obj.sym_shndx[si]:
+            raise UnsupportedRelocationError(
+                f"{obj.name}: {obj.symbol_name(si)!r} is an IFUNC (STT_GNU_IFUNC); hotlink does not run "
+                f"IFUNC resolvers yet, and binding the name to its resolver would give wrong results")
 
 
 class LinkTransaction:
@@ -101,6 +120,7 @@ class LinkTransaction:
                 offered.setdefault(sym, (unit, off))
 
     def add(self, obj: elf.ObjectFile, unit: Unit) -> None:
+        _refuse_ifuncs(obj)
         lo = LinkObject(obj, unit, unit.library)
         lib = unit.library
         if obj.groups:
