@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .archive import Archive, is_archive
 from .call import Function
@@ -19,7 +19,6 @@ from .patch import EntryStub
 if TYPE_CHECKING:
     from .session import Session
 
-Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 
 class UnitExtras:

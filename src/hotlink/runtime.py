@@ -175,8 +175,8 @@ def runtime_object(ir: str = IR) -> bytes:
     with _object_lock:
         obj = _objects.get(ir)
         if obj is None:
-            from .frontend.llvm import _llvm, target_machine
-            obj = _objects[ir] = target_machine("generic", "", 2).emit_object(_llvm().parse_assembly(ir))
+            from .frontend.llvm import binding, target_machine
+            obj = _objects[ir] = target_machine("generic", "", 2).emit_object(binding().parse_assembly(ir))
         return obj
 
 

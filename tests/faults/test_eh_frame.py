@@ -356,16 +356,20 @@ def test_fixtures_have_what_the_corruptions_need(objects: Objects):
 
 # --- one corruption at a time ---------------------------------------------
 
-TARGETED = """
-    import ctypes, hotlink
-    from hotlink import platform
+# both kinds of scenario first link a C++ thrower the corrupt objects must not break
+CHECKER_SETUP = """
     s = hotlink.Session()
     s.load_shared("libstdc++.so.6")
     good = s.library("good")
     good.add({checker!r})
     throw_catch = good.function("throw_catch", ctypes.c_int, [ctypes.c_int])
     assert throw_catch(1) == 43
-    s.synchronize()
+"""
+
+TARGETED = """
+    import ctypes, hotlink
+    from hotlink import platform
+""" + CHECKER_SETUP + """    s.synchronize()
     before = s.memory()
     frames = platform.registered_frames
     bad = s.library("bad")
@@ -392,6 +396,12 @@ TARGETED = """
 """
 
 
+def _cxx(objects: Objects) -> tuple[bytes, Layout]:
+    """The g++ object's bytes and the layout of its .eh_frame."""
+    data = objects.cxx.read_bytes()
+    return data, Layout(data)
+
+
 def _expect_refused(scenario, objects: Objects, data: bytes, record: Record, words: str) -> str:
     bad = scenario.workdir / "corrupt.o"
     bad.write_bytes(data)
@@ -404,19 +414,19 @@ def _expect_refused(scenario, objects: Objects, data: bytes, record: Record, wor
     return message
 
 
-@pytest.mark.parametrize("encoding", [0x05, 0x7B, 0x50, 0x40, 0x9B, 0x01])
+# 'R': the FDE pointer encoding; 'L': the LSDA pointer encoding
+@pytest.mark.parametrize(("letter", "encoding"), [("R", e) for e in (0x05, 0x7B, 0x50, 0x40, 0x9B, 0x01)]
+                         + [("L", e) for e in (0x0D, 0x40, 0x8B, 0x5B)])
 @pytest.mark.slow
-def test_fde_pointer_encoding(scenario, objects, encoding):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+def test_pointer_encoding(scenario, objects, letter, encoding):
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
-    _expect_refused(scenario, objects, patched(data, lay, cie.enc_at["R"], bytes([encoding])), cie,
-                    f"'R' encoding {encoding:#04x}")
+    _expect_refused(scenario, objects, patched(data, lay, cie.enc_at[letter], bytes([encoding])), cie,
+                    f"'{letter}' encoding {encoding:#04x}")
 
 
 def test_unknown_augmentation_letter(scenario, objects):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     _expect_refused(scenario, objects, patched(data, lay, cie.aug_at + 2, b"Q"), cie, "augmentation 'zPQR'")
 
@@ -424,8 +434,7 @@ def test_unknown_augmentation_letter(scenario, objects):
 @pytest.mark.slow
 def test_augmentation_letters_out_of_order(scenario, objects):
     # libgcc's two parsers disagree on "zPSR": the FDE sorter stops at 'S' and takes absptr
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     corrupt = patched(data, lay, cie.aug_at + 2, b"S")        # "zPLR" -> "zPSR"
     _expect_refused(scenario, objects, corrupt, cie, "augmentation 'zPSR'")
@@ -434,8 +443,7 @@ def test_augmentation_letters_out_of_order(scenario, objects):
 @pytest.mark.parametrize("version", [0, 2, 4])
 @pytest.mark.slow
 def test_cie_version(scenario, objects, version):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     _expect_refused(scenario, objects, patched(data, lay, cie.version_at, bytes([version])), cie,
                     f"version {version}")
@@ -444,8 +452,7 @@ def test_cie_version(scenario, objects, version):
 @pytest.mark.parametrize("delta", [1, 0x40])
 @pytest.mark.slow
 def test_augmentation_length(scenario, objects, delta):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     n = data[lay.offset + cie.aug_len_at]
     _expect_refused(scenario, objects, patched(data, lay, cie.aug_len_at, bytes([n + delta])), cie,
@@ -455,8 +462,7 @@ def test_augmentation_length(scenario, objects, delta):
 @pytest.mark.parametrize("opcode", [0x17, 0x1C, 0x2D, 0x3F])
 @pytest.mark.slow
 def test_unknown_cfa_opcode(scenario, objects, opcode):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     fde = next(r for r in lay.fdes() if data[lay.offset + r.program_at] != 0)   # a real instruction
     _expect_refused(scenario, objects, patched(data, lay, fde.program_at, bytes([opcode])), fde,
                     f"unknown CFA instruction {opcode:#04x}")
@@ -499,8 +505,7 @@ def test_cfa_expression_block_past_the_record(scenario, objects):
 def test_fde_pc_range_past_the_record(scenario, objects):
     # The FDE keeps only its CIE pointer and pc_begin; what followed becomes an
     # (empty) CIE so the section still walks: libgcc would read pc_range from it.
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     fde = lay.fdes(b"zR")[0]
     rest = fde.end - (fde.start + 12)
     assert rest >= 8
@@ -530,8 +535,7 @@ def test_fde_pc_range_beyond_its_section(scenario, objects, which):
 def test_fde_encoding_that_its_relocation_does_not_write(scenario, objects):
     # pcrel sdata4 -> absolute udata4: R_X86_64_PC32 still writes an offset,
     # which libgcc would take for an address
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zR")
     fde = lay.fdes(b"zR")[0]
     _expect_refused(scenario, objects, patched(data, lay, cie.enc_at["R"], b"\x03"), fde,
@@ -541,8 +545,7 @@ def test_fde_encoding_that_its_relocation_does_not_write(scenario, objects):
 @pytest.mark.slow
 def test_relocation_outside_the_pointer_fields(scenario, objects):
     # a relocation aimed at a CFA instruction would rewrite it after the check
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     fde = next(r for r in lay.fdes() if r.end - r.program_at >= 4)
     rela, count = rela_eh_frame(data)
     buf = bytearray(data)
@@ -552,20 +555,9 @@ def test_relocation_outside_the_pointer_fields(scenario, objects):
     _expect_refused(scenario, objects, bytes(buf), fde, f"R_X86_64_PC32 at +{fde.program_at:#x}")
 
 
-@pytest.mark.parametrize("encoding", [0x0D, 0x40, 0x8B, 0x5B])
-@pytest.mark.slow
-def test_lsda_encoding(scenario, objects, encoding):
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
-    cie = lay.cie(b"zPLR")
-    _expect_refused(scenario, objects, patched(data, lay, cie.enc_at["L"], bytes([encoding])), cie,
-                    f"'L' encoding {encoding:#04x}")
-
-
 def test_lsda_encoding_wider_than_its_field(scenario, objects):
     # pcrel sdata4 -> pcrel sdata8: libgcc would read 8 bytes for a 4-byte pointer
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     fde = lay.fdes(b"zPLR")[0]
     _expect_refused(scenario, objects, patched(data, lay, cie.enc_at["L"], b"\x1c"), fde, "LSDA pointer")
@@ -575,8 +567,7 @@ def test_lsda_encoding_wider_than_its_field(scenario, objects):
 @pytest.mark.slow
 def test_personality_encoding(scenario, objects, encoding):
     # 0x1b drops the indirection: the unwinder would call DW.ref.__gxx_personality_v0 (data) as code
-    data = objects.cxx.read_bytes()
-    lay = Layout(data)
+    data, lay = _cxx(objects)
     cie = lay.cie(b"zPLR")
     _expect_refused(scenario, objects, patched(data, lay, cie.enc_at["P"], bytes([encoding])), cie,
                     "personality" if encoding == 0x1B else f"'P' encoding {encoding:#04x}")
@@ -637,13 +628,7 @@ PROPERTY = """
 
     objects = [(name, open(path, "rb").read()) for name, path in {objects!r}]
     layouts = [Layout(data) for _, data in objects]
-    s = hotlink.Session()
-    s.load_shared("libstdc++.so.6")
-    good = s.library("good")
-    good.add({checker!r})
-    throw_catch = good.function("throw_catch", ctypes.c_int, [ctypes.c_int])
-    assert throw_catch(1) == 43
-    for name, data in objects:            # every fixture links as it is
+""" + CHECKER_SETUP + """    for name, data in objects:            # every fixture links as it is
         plain = s.library("plain")
         plain.add(data, name=name)
         assert throw_catch(2) == 44

@@ -17,13 +17,19 @@ OS_FORK = r"""
 import ctypes, os, sys, hotlink
 s = hotlink.Session()
 lib = s.library("c")
-unit = lib.add(sys.argv[1])
-bump = lib.function("bump", ctypes.c_long)
-peek = lib.function("peek", ctypes.c_long)
-assert bump() == 1
-s.synchronize()
-before = s.memory()
-addr = lib.address("bump")
+
+def fresh_unit():
+    # every round starts from a fresh copy of the counter, bumped once
+    global unit, bump, peek, before, addr
+    unit = lib.add(sys.argv[1])
+    bump = lib.function("bump", ctypes.c_long)
+    peek = lib.function("peek", ctypes.c_long)
+    assert bump() == 1
+    s.synchronize()
+    before = s.memory()
+    addr = lib.address("bump")
+
+fresh_unit()
 
 for child_does in ("calls", "adds", "removes", "closes", "exits_without_close", "os_exit"):
     r, w = os.pipe()
@@ -67,15 +73,8 @@ for child_does in ("calls", "adds", "removes", "closes", "exits_without_close", 
     k.add(sys.argv[2]).remove()
     k.remove()
     assert bump() == 2 and peek() == 2
-    # start the next round from a fresh copy of the unit, bumped once
     unit.remove()
-    unit = lib.add(sys.argv[1])
-    bump = lib.function("bump", ctypes.c_long)
-    peek = lib.function("peek", ctypes.c_long)
-    assert bump() == 1
-    s.synchronize()
-    before = s.memory()
-    addr = lib.address("bump")
+    fresh_unit()
 print("parent ok")
 """
 

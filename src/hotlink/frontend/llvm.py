@@ -42,7 +42,6 @@ def binding() -> ModuleType:
     return _binding[0]
 
 
-_llvm = binding     # the old name, still imported by runtime.py
 
 
 def target(cpu: str, features: str) -> tuple[str, str, str]:
