@@ -5,7 +5,8 @@
 #   make test      lint, then the whole test suite
 #   make test-fast the test suite without tests marked slow
 #   make demo      run the live hot-patching demo
-#   make bench     run every benchmark, write benchmarks/results.json and plot_*.png (BENCH_ARGS=--quick)
+#   make bench     run every benchmark (benchmarks/run.py), write benchmarks/results.json and plot_*.png (BENCH_ARGS=--quick)
+#   make dist      build the sdist and the wheel into dist/
 
 PYTHON ?= python3
 VENV   := .venv
@@ -18,7 +19,7 @@ STAMP  := $(VENV)/.hotlink-install.stamp
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
 
-.PHONY: all install lint test test-fast demo bench clean
+.PHONY: all install lint test test-fast demo bench dist clean
 
 all: test
 
@@ -28,7 +29,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,display]'
 	touch $@
 
 lint: install
@@ -45,8 +46,11 @@ demo: install
 	$(VENV)/bin/hotlink demo
 
 bench: install
-	$(PY) -m hotlink.bench $(BENCH_ARGS)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+dist: install
+	$(PY) -m build --outdir dist .
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

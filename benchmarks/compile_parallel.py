@@ -26,7 +26,7 @@ Usage: compile_parallel.py [--quick] [--reps N] [--modules N] [--json PATH] [--c
 
 The JSON has the medians of every method, the cold and warm cache times,
 ``speedup_2_vs_1``, ``cache_speedup`` and ``contended_speedup`` (1 worker's
-median over the contended 2-worker median); ``hotlink.bench`` summarizes it
+median over the contended 2-worker median); ``benchmarks/run.py`` summarizes it
 and README.md's compile figures are rendered from that summary.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Render the benchmark plots (PNG) from a results file written by
-``python -m hotlink.bench``.
+``python benchmarks/run.py``.
 
     python benchmarks/plots.py [RESULTS] [--output DIR]
 

@@ -1,4 +1,4 @@
-"""``hotlink bench --quick`` runs every benchmark end to end and writes a
+"""``benchmarks/run.py --quick`` runs every benchmark end to end and writes a
 well-formed results file and valid PNG plots, so the benchmarks never rot.
 
 The run goes to a temporary directory (``--output``): the committed
@@ -25,7 +25,7 @@ REQUIRED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch")
 OPTIONAL = ("compile_parallel",)       # skipped (with a note) while its script does not exist
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# every test here reads one `hotlink bench --quick` run in a subprocess (tens of seconds)
+# every test here reads one `benchmarks/run.py --quick` run in a subprocess (tens of seconds)
 pytestmark = pytest.mark.slow
 
 
@@ -36,8 +36,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     before = committed.stat().st_mtime_ns if committed.exists() else None
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    # `python -m hotlink bench` is `hotlink bench`: the CLI route, as make test promises
-    p = subprocess.run([sys.executable, "-m", "hotlink", "bench", "--quick", "--plain", "--output", str(out)],
+    # the repository's script, as `make bench` runs it
+    p = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--plain", "--output", str(out)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     after = committed.stat().st_mtime_ns if committed.exists() else None
     return {"proc": p, "out": out, "committed_untouched": before == after}
@@ -188,7 +188,7 @@ def test_plots_are_valid_pngs(run: dict, results: dict) -> None:
 
 
 def test_table_mode_reprints_a_results_file(run: dict) -> None:
-    p = subprocess.run([sys.executable, "-m", "hotlink.bench", "--table", str(run["out"] / "results.json")],
+    p = subprocess.run([sys.executable, str(BENCH / "run.py"), "--table", str(run["out"] / "results.json")],
                        cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(SRC)})
     assert p.returncode == 0, p.stderr

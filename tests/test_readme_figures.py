@@ -1,6 +1,6 @@
 """Every benchmark figure in README.md is rendered from ``benchmarks/results.json``.
 
-``python -m hotlink.bench --readme`` rewrites the marked regions of README.md
+``python benchmarks/run.py --readme`` rewrites the marked regions of README.md
 (``<!-- fig:NAME -->...<!-- /fig -->`` inline, ``<!-- figures:BLOCK -->`` ...
 ``<!-- /figures -->`` for the tables and plots) from the results file; these
 tests fail when the committed README.md differs from that rendering (a
@@ -10,18 +10,25 @@ and show that they can fail.  No benchmark runs here.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hotlink import bench
-
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results.json"
+
+# the runner is a script of the repository (benchmarks/run.py), not a module of the package
+_spec = importlib.util.spec_from_file_location("hotlink_bench_run", ROOT / "benchmarks" / "run.py")
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench
+_spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def test_committed_readme_is_rendered_from_committed_results(readme: str, result
         diff = "\n".join(difflib.unified_diff(readme.splitlines(), rendered.splitlines(), "README.md",
                                               "rendered from benchmarks/results.json", lineterm="", n=0))
         pytest.fail("README.md's figures differ from benchmarks/results.json; run "
-                    f"`python -m hotlink.bench --readme` (never edit a marked figure by hand):\n{diff}")
+                    f"`python benchmarks/run.py --readme` (never edit a marked figure by hand):\n{diff}")
 
 
 def test_readme_marks_its_figures(readme: str) -> None:

@@ -26,9 +26,22 @@ space can hold data and the other way round.  Each pool keeps one empty
 chunk at its top, so a churn of tiny units never mprotects; those spares are
 taken back too before the arena reserves another region.
 
+Objects compiled without ``-fPIC`` use absolute 32-bit addresses
+(``R_X86_64_32``, zero-extended, and ``R_X86_64_32S``, sign-extended): their
+code and data must lie below 2 GiB.  They get pools of their own
+(``zone(low=True)``) whose chunks come from *low regions*, reserved on first
+use between 1 GiB and 2 GiB (the window the kernel's ``MAP_32BIT`` uses,
+above the brk heap of a non-PIE program) up to ``low_size`` bytes in all.
+Everything such code reaches PC-relatively (its GOT entries, far-call stubs,
+entry stubs) is allocated there too, so it lies within 2 GiB of it.  When
+the last low block is freed, the low regions are unmapped: low address
+space is scarce and other programs' JITs (LuaJIT's) want it too.  A block
+is freed through the pool of its kind in either zone: its address says
+which zone it came from.
+
 ``fork_prepare`` / ``fork_parent`` / ``fork_child`` (for ``os.register_at_fork``)
-give a forked child its own copy of the arena instead of the parent's shared
-memfds.
+give a forked child its own copy of the arena (every region, low ones
+included) instead of the parent's shared memfds.
 """
 from __future__ import annotations
 
@@ -55,12 +68,19 @@ CHUNK = 64 * 1024
 PUNCH_BATCH = 64 * 1024   # free pages kept resident at most before they are punched
 ZERO_BY_PUNCH = 64 * 1024  # zero() punches the whole pages of ranges at least this long
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
-MAP_SHARED, MAP_FIXED, MAP_FIXED_NOREPLACE = 0x01, 0x10, 0x100000
+MAP_SHARED, MAP_FIXED, MAP_32BIT, MAP_FIXED_NOREPLACE = 0x01, 0x10, 0x40, 0x100000
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 REACH = (1 << 31) - (64 << 20)      # how far apart two arena addresses (or one and libc) may lie
 MAX_ARENA_SIZE = REACH - (64 << 20)  # the largest region that can fit beside libc
+
+# Low regions, for code linked with absolute 32-bit addresses: they end at or
+# below 2 GiB (R_X86_64_32S sign-extends) and start at or above 1 GiB.
+LOW_LIMIT = 1 << 31
+LOW_FLOOR = 1 << 30
+MAX_LOW_SIZE = LOW_LIMIT - LOW_FLOOR
+LOW_REGION = 64 << 20               # the first low region's size (address space only)
 
 CODE, RODATA, DATA = 0, 1, 2
 POOL_NAMES = ("code", "rodata", "data")
@@ -76,6 +96,46 @@ def _check_size(size: object) -> int:
         raise ValueError(f"arena_size must be a positive multiple of {CHUNK} bytes (64 KiB) and at most "
                          f"{MAX_ARENA_SIZE >> 20} MiB; got {n}")
     return n
+
+
+def _check_low_size(size: object) -> int:
+    if not isinstance(size, SupportsIndex):
+        raise TypeError(f"low_arena_size must be an int (bytes), not {type(size).__name__}")
+    n = operator.index(size)
+    if n < 0 or n % CHUNK or n > MAX_LOW_SIZE:
+        raise ValueError(f"low_arena_size must be 0 (no memory below 2 GiB) or a multiple of {CHUNK} bytes "
+                         f"(64 KiB) up to {MAX_LOW_SIZE >> 20} MiB; got {n}")
+    return n
+
+
+def _map_reserved(fd: int, size: int, hint: int) -> int:
+    """The memfd mapped PROT_NONE exactly at ``hint`` (never over another mapping); 0 if not."""
+    addr = _mmap(hint, size, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0)
+    if addr is None or addr == MAP_FAILED:
+        return 0
+    if addr == hint:
+        return addr
+    _munmap(addr, size)  # an old kernel treated the address as a hint only
+    return 0
+
+
+def _reserve_low(fd: int, size: int, others: Sequence[_Region]) -> int:
+    """Map the memfd PROT_NONE between 1 GiB and 2 GiB, touching none of
+    ``others``; 0 if no such address is free.  Top-down from 2 GiB, then
+    wherever ``MAP_32BIT`` puts it (the kernel knows its window's holes)."""
+    touching = {r.end for r in others} | {r.base - size for r in others}
+    for hint in range((LOW_LIMIT - size) & -CHUNK, LOW_FLOOR - 1, -LOW_REGION):
+        if hint not in touching:
+            addr = _map_reserved(fd, size, hint)
+            if addr:
+                return addr
+    got = _mmap(None, size, PROT_NONE, MAP_SHARED | MAP_32BIT, fd, 0)
+    if got is None or got == MAP_FAILED:
+        return 0
+    if got + size <= LOW_LIMIT and got not in touching:
+        return got
+    _munmap(got, size)
+    return 0
 
 
 def _reserve(fd: int, size: int, anchor: int, others: Sequence[_Region] = ()) -> int:
@@ -105,14 +165,10 @@ def _reserve(fd: int, size: int, anchor: int, others: Sequence[_Region] = ()) ->
         touching = {r.end for r in others} | {r.base - size for r in others}
         hints = [h for h in hints if lo <= h and h + size <= hi and h not in touching]
     for hint in hints:
-        if hint <= 0:
-            continue
-        addr = _mmap(hint, size, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0)
-        if addr is None or addr == MAP_FAILED:
-            continue
-        if addr == hint:
-            return addr
-        _munmap(addr, size)  # an old kernel treated the address as a hint only
+        if hint > 0:
+            addr = _map_reserved(fd, size, hint)
+            if addr:
+                return addr
     return 0
 
 
@@ -124,13 +180,15 @@ def _os_error(what: str) -> OSError:
 class _Region:
     """One memfd: its run view at ``base`` and its write view at ``write_base``.
 
-    ``kinds[i]`` says who owns chunk i: 0 nobody, else the pool's kind + 1.
+    ``kinds[i]`` says who owns chunk i: 0 nobody, else the pool's kind + 1
+    (a pool of the region's zone: low regions serve only low pools).
     """
 
-    __slots__ = ("fd", "base", "size", "end", "write_base", "writer", "kinds")
+    __slots__ = ("fd", "base", "size", "end", "write_base", "writer", "kinds", "low")
 
-    def __init__(self, size: int, anchor: int, others: Sequence[_Region] = ()):
+    def __init__(self, size: int, anchor: int, others: Sequence[_Region] = (), low: bool = False):
         self.size = size
+        self.low = low
         self.fd = -1
         self.base = self.end = self.write_base = 0
         self.writer: memoryview | None = None
@@ -138,13 +196,14 @@ class _Region:
         try:
             self.fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
             os.ftruncate(self.fd, size)
-            self.base = _reserve(self.fd, size, anchor, others)
+            self.base = _reserve_low(self.fd, size, others) if low else _reserve(self.fd, size, anchor, others)
             if not self.base:
-                raise _NoRoom(size)
+                raise _NoRoom(size, low)
             self.end = self.base + size
             # the write view goes right below the run view, out of the way of later mmaps too
-            wr = _mmap(self.base - size, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
-                       self.fd, 0)
+            # (a low region's anywhere else: low address space is for running code)
+            wr = None if low else _mmap(self.base - size, size, PROT_READ | PROT_WRITE,
+                                        MAP_SHARED | MAP_FIXED_NOREPLACE, self.fd, 0)
             if wr is None or wr == MAP_FAILED:
                 wr = _mmap(None, size, PROT_READ | PROT_WRITE, MAP_SHARED, self.fd, 0)
                 if wr is None or wr == MAP_FAILED:
@@ -174,9 +233,14 @@ class _Region:
 
 
 class _NoRoom(LinkError):
-    def __init__(self, size: int):
-        super().__init__(f"cannot reserve a {size >> 20} MiB code arena within 2 GiB of libc "
-                         f"({libc_address():#x})")
+    def __init__(self, size: int, low: bool = False):
+        where = "between 1 GiB and 2 GiB" if low else f"within 2 GiB of libc ({libc_address():#x})"
+        super().__init__(f"cannot reserve a {size >> 10} KiB code arena region {where}")
+
+
+class LowMemoryError(LinkError):
+    """No memory below 2 GiB for code linked with absolute 32-bit addresses
+    (disabled, exhausted, or the address range is taken)."""
 
 
 GRANULE = 16   # every block starts and ends on 16 bytes, so no unusable slivers
@@ -202,14 +266,15 @@ class Pool:
     address (to coalesce on free) and by (size, address) (best fit in
     O(log n)).  A hole that reaches the top merges back into it.  Whole
     chunks a free leaves unused go back to the arena, except one spare
-    chunk at the top.
+    chunk at the top.  A low pool (``low``) takes chunks only from low regions.
     """
 
-    __slots__ = ("arena", "kind", "starts", "ends", "by_size", "top", "top_end", "mapped", "used")
+    __slots__ = ("arena", "kind", "low", "starts", "ends", "by_size", "top", "top_end", "mapped", "used")
 
-    def __init__(self, arena: Arena, kind: int):
+    def __init__(self, arena: Arena, kind: int, low: bool = False):
         self.arena = arena
         self.kind = kind
+        self.low = low
         self.starts: list[int] = []   # holes, sorted by address, never adjacent
         self.ends: list[int] = []
         self.by_size: list[tuple[int, int]] = []
@@ -251,9 +316,18 @@ class Pool:
         return a
 
     def free(self, addr: int, size: int) -> None:
+        """Free a block of this pool's kind, whichever zone it came from."""
         if size > 0:
-            with self.arena.lock:
-                self._free(addr, size)
+            arena = self.arena
+            with arena.lock:
+                pool = self
+                if arena.low_regions:           # blocks are recorded as (kind, address)
+                    r = arena._region_of(addr)
+                    if r is not None and r.low != self.low:
+                        pool = arena.zone(r.low)[self.kind]
+                pool._free(addr, size)
+                if pool.low and not pool.used:
+                    arena._release_low()
 
     def _free(self, addr: int, size: int) -> None:
         size = (size + GRANULE - 1) & -GRANULE
@@ -357,8 +431,9 @@ class Pool:
 
 
 class Arena:
-    def __init__(self, size: int = 256 << 20):
+    def __init__(self, size: int = 256 << 20, low_size: int = MAX_LOW_SIZE):
         size = _check_size(size)
+        self.low_size = _check_low_size(low_size)   # at most this much below 2 GiB, reserved on demand
         # guards the pools and tables: links allocate under the session lock,
         # but retired memory is freed from whichever thread ends a grace period
         self.lock = threading.RLock()
@@ -374,6 +449,8 @@ class Arena:
         self.writer: memoryview | None = first.writer   # None once closed
         self.fd = first.fd
         self.pools = (Pool(self, CODE), Pool(self, RODATA), Pool(self, DATA))
+        self.low_regions: list[_Region] = []
+        self.low_pools: tuple[Pool, ...] = ()       # made on first use
         self.punched = 0
         self._unpunched: set[int] = set()   # wholly free pages not yet punched
         self._closed = False
@@ -385,8 +462,28 @@ class Arena:
 
     @property
     def reserved(self) -> int:
-        """Bytes of address space reserved, over every region."""
+        """Bytes of address space reserved near libc, over every region."""
         return sum(r.size for r in self.regions)
+
+    @property
+    def low_reserved(self) -> int:
+        """Bytes of address space reserved below 2 GiB."""
+        return sum(r.size for r in self.low_regions)
+
+    def all_regions(self) -> list[_Region]:
+        return self.regions + self.low_regions
+
+    def zone(self, low: bool) -> tuple[Pool, ...]:
+        """The code, rodata and data pools near libc, or below 2 GiB."""
+        if not low:
+            return self.pools
+        if not self.low_pools:
+            self.low_pools = (Pool(self, CODE, True), Pool(self, RODATA, True), Pool(self, DATA, True))
+        return self.low_pools
+
+    def named_pools(self) -> list[tuple[str, Pool]]:
+        """Every pool with its name for statistics (``low code`` ... once low pools exist)."""
+        return [*zip(POOL_NAMES, self.pools), *(("low " + n, p) for n, p in zip(POOL_NAMES, self.low_pools))]
 
     def _region_of(self, addr: int) -> _Region | None:
         i = bisect.bisect_right(self._bases, addr) - 1
@@ -402,7 +499,7 @@ class Arena:
         if r is None:
             return None
         k = r.kinds[(addr - r.base) // CHUNK]
-        return self.pools[k - 1] if k else None
+        return self.zone(r.low)[k - 1] if k else None
 
     def _claim(self, r: _Region, addr: int, size: int, pool: Pool) -> None:
         if _mprotect(addr, size, _POOL_PROT[pool.kind]) != 0:
@@ -412,28 +509,28 @@ class Arena:
 
     def take_chunk(self, size: int, pool: Pool) -> int:
         """Hand ``size`` bytes (whole chunks, contiguous) to ``pool``: the
-        first free run in any region, else a new region."""
+        first free run in any region of its zone, else a new region."""
         if size > MAX_ARENA_SIZE:
             raise LinkError(f"code arena exhausted: a block of {size} bytes cannot fit in any region "
                             f"(at most {MAX_ARENA_SIZE >> 20} MiB within reach of libc)")
         free = bytes(size // CHUNK)
         for attempt in (0, 1):
-            for r in self.regions:
+            for r in self.low_regions if pool.low else self.regions:
                 i = r.kinds.find(free)
                 if i >= 0:
                     addr = r.base + i * CHUNK
                     self._claim(r, addr, size, pool)
                     return addr
-            if attempt or not self._reclaim_spares():
+            if attempt or not self._reclaim_spares(pool.low):
                 break
-        r = self._add_region(size)
+        r = self._add_low_region(size) if pool.low else self._add_region(size)
         self._claim(r, r.base, size, pool)
         return r.base
 
-    def _reclaim_spares(self) -> bool:
-        """Take back the empty chunks the pools keep at their tops; True if any."""
+    def _reclaim_spares(self, low: bool = False) -> bool:
+        """Take back the empty chunks the pools of a zone keep at their tops; True if any."""
         got = False
-        for pool in self.pools:
+        for pool in self.zone(low):
             keep = (pool.top + CHUNK - 1) & -CHUNK
             if pool.top_end > keep:
                 pool._give_back(keep, pool.top_end)
@@ -444,7 +541,7 @@ class Arena:
     def claim_at(self, addr: int, size: int, pool: Pool) -> bool:
         """Hand the chunks at [addr, addr + size) to ``pool`` if all are free."""
         r = self._region_of(addr)
-        if r is None or addr + size > r.end:
+        if r is None or addr + size > r.end or r.low != pool.low:
             return False
         i = (addr - r.base) // CHUNK
         if r.kinds.find(bytes(size // CHUNK), i, i + size // CHUNK) != i:
@@ -488,6 +585,53 @@ class Arena:
         raise LinkError(f"code arena exhausted: {total >> 20} MiB reserved in {len(self.regions)} "
                         f"region(s), and no room for {need >> 10} KiB more within 2 GiB of libc and of "
                         f"the arena")
+
+    def _add_low_region(self, need: int) -> _Region:
+        """Reserve another low region holding at least ``need`` bytes, within
+        the ``low_size`` budget: as large as the low regions so far and at
+        least ``LOW_REGION`` (so there are few), else just ``need``."""
+        if not self.low_size:
+            raise LowMemoryError("memory below 2 GiB is turned off (Session(low_arena_size=0))")
+        total = self.low_reserved
+        budget = self.low_size - total
+        sizes = []
+        for s in (max(need, min(max(total, LOW_REGION), budget)), need):
+            if s <= budget and s not in sizes:
+                sizes.append(s)
+        if not sizes:
+            raise LowMemoryError(f"memory below 2 GiB is exhausted: {total >> 10} KiB of the "
+                                 f"{self.low_size >> 10} KiB allowed (Session(low_arena_size=...)) are "
+                                 f"reserved, and {need >> 10} KiB more are needed")
+        for s in sizes:
+            try:
+                r = _Region(s, 0, self.low_regions, low=True)
+            except _NoRoom:
+                continue
+            self.low_regions.append(r)
+            i = bisect.bisect_left(self._bases, r.base)
+            self._bases.insert(i, r.base)
+            self._sorted.insert(i, r)
+            return r
+        raise LowMemoryError(f"no free address range of {need >> 10} KiB between 1 GiB and 2 GiB "
+                             f"(other mappings hold it)")
+
+    def _release_low(self) -> None:
+        """Unmap the low regions once no low pool holds a block: the pools
+        start afresh, and low address space goes back to the process."""
+        if not self.low_regions or any(p.used for p in self.low_pools) or self._fork_depth:
+            return
+        for p in self.low_pools:
+            p.starts.clear()
+            p.ends.clear()
+            p.by_size.clear()
+            p.top = p.top_end = p.mapped = 0
+        for r in self.low_regions:
+            i = self._sorted.index(r)
+            del self._sorted[i], self._bases[i]
+            if self._unpunched:
+                self._unpunched = {p for p in self._unpunched if not r.base <= p < r.end}
+            r.close()
+        self.low_regions = []
 
     # --- writing ------------------------------------------------------------
 
@@ -572,14 +716,14 @@ class Arena:
         if self._closed:
             return
         self._closed = True
-        for r in self.regions:
+        for r in self.all_regions():
             r.close()
         self.fd = -1
         self.writer = None
 
     def resident(self) -> int:
         """Bytes of memory the memfds hold (pages written and not punched)."""
-        return sum(os.fstat(r.fd).st_blocks * 512 for r in self.regions if r.fd >= 0)
+        return sum(os.fstat(r.fd).st_blocks * 512 for r in self.all_regions() if r.fd >= 0)
 
     # --- fork ---------------------------------------------------------------
 
@@ -634,7 +778,7 @@ class Arena:
             self._adopt(snaps)
         except BaseException:
             # never write into the parent's memory from here on
-            for r in self.regions:
+            for r in self.all_regions():
                 if r.writer is not None:
                     r.writer.release()
                     r.writer = None
@@ -649,7 +793,7 @@ class Arena:
         """A new memfd per region with a copy of its data (holes stay holes)."""
         fds: list[int] = []
         try:
-            for r in self.regions:
+            for r in self.all_regions():
                 fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
                 fds.append(fd)
                 os.ftruncate(fd, r.size)
@@ -686,7 +830,8 @@ class Arena:
             off += n
 
     def _adopt(self, snaps: list[int]) -> None:
-        for r, fd in zip(self.regions, snaps):
+        regions = self.all_regions()        # in _snapshot's order
+        for r, fd in zip(regions, snaps):
             # each run of chunks is replaced in one mmap at its own protection:
             # the run view is never unmapped, even for a moment
             for m in _RUNS.finditer(r.kinds):
@@ -700,7 +845,7 @@ class Arena:
             got = _mmap(r.write_base, r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
             if got != r.write_base:
                 raise _os_error("cannot map the arena's copy (write view) in the child")
-        for r, fd in zip(self.regions, snaps):
+        for r, fd in zip(regions, snaps):
             os.close(r.fd)
             r.fd = fd
         self.fd = self.regions[0].fd

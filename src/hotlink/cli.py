@@ -1,4 +1,7 @@
-"""Command line: ``hotlink run FILE... [--entry main] [-- ARGS]`` and ``hotlink demo``."""
+"""Command line: ``hotlink run FILE... [--entry main] [--debug-info] [--perf-map] [--jitdump]
+[--crash-report] [-- ARGS]`` and ``hotlink demo [--quick]``.
+
+(The benchmarks need the repository: ``python benchmarks/run.py`` in a checkout.)"""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +13,17 @@ from . import libc
 from .errors import LinkError
 
 
-def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence[str]) -> int:
+def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence[str],
+         debug: tuple[bool | None, bool | None, bool | None]) -> int:
     from .session import Session
 
-    with Session() as session:
+    debug_info, perf_map, jitdump = debug
+    with Session(debug_info=debug_info, perf_map=perf_map, jitdump=jitdump) as session:
         for so in shared:
             session.load_shared(so)
         lib = session.library("main")
-        lib.add_many(files)
+        # with debug info on, C/C++ sources are compiled with -g so gdb shows file:line
+        lib.add_many(files, **({"flags": ["-g"]} if session.observers and debug_info else {}))
         argv = [files[0], *args]
         c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[a.encode() for a in argv], None)
         main = lib.function(entry, ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)])
@@ -31,9 +37,6 @@ def _run(files: Sequence[str], entry: str, args: Sequence[str], shared: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:          # the benchmark runner parses its own options
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
     program_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
@@ -51,18 +54,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--entry", default="main", help="function to call (default: main)")
     run.add_argument("--shared", action="append", default=[], metavar="SO",
                      help="also resolve symbols from this shared object (repeatable)")
-    sub.add_parser("demo", help="the live autotuner demo")
-    sub.add_parser("bench", help="run every benchmark against dlopen, LLJIT and MCJIT (see 'hotlink bench --help')",
-                   add_help=False)
+    # unset switches leave each feature to its HOTLINK_* environment variable
+    run.add_argument("--debug-info", action="store_true", default=None,
+                     help="register the code with gdb (GDB JIT interface; HOTLINK_DEBUG_INFO=1)")
+    run.add_argument("--perf-map", action="store_true", default=None,
+                     help="write /tmp/perf-PID.map (HOTLINK_PERF_MAP=1)")
+    run.add_argument("--jitdump", action="store_true", default=None,
+                     help="write perf's jit-PID.dump for 'perf inject --jit' (HOTLINK_JITDUMP=1)")
+    run.add_argument("--crash-report", action="store_true",
+                     help="name the JIT frames of a fatal signal on stderr (HOTLINK_CRASH_REPORT=1)")
+    demo = sub.add_parser("demo", help="the live autotuner demo")
+    demo.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
     ns = parser.parse_args(argv)
     if ns.command == "run":
         try:
-            return _run(ns.files, ns.entry, program_args, ns.shared)
+            if ns.crash_report:
+                from .debug.crash import enable_crash_report
+                enable_crash_report()
+            return _run(ns.files, ns.entry, program_args, ns.shared,
+                        (ns.debug_info, ns.perf_map, ns.jitdump))
         except (LinkError, OSError) as e:
             print(f"hotlink: {e}", file=sys.stderr)
             return 127
     from .demo import main as demo_main
-    return demo_main()
+    return demo_main(seconds_per_variant=0.3) if ns.quick else demo_main()
 
 
 if __name__ == "__main__":

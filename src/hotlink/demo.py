@@ -174,9 +174,12 @@ def compile_driver() -> bytes:
 
 
 def main(seconds_per_variant: float = 2.0, native_threads: int = 2) -> int:
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
+    try:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.table import Table
+    except ImportError:               # rich is the [display] extra: plain text without it
+        from .plaintext import Console, Live, Table  # type: ignore[assignment]
 
     from . import Session
 

@@ -337,10 +337,11 @@ class ObjectFile:
         return None
 
     def is_code_symbol(self, i: int) -> bool:
-        """A function, or an untyped symbol in executable code (assembly without ``.type``)."""
+        """A function (an IFUNC too), or an untyped symbol in executable code
+        (assembly without ``.type``)."""
         typ, x = self.sym_info[i] & 15, self.sym_shndx[i]
-        return typ == STT_FUNC or (typ == STT_NOTYPE and 0 < x < SHN_LORESERVE and x < self.shnum
-                                   and bool(self.sh_flags[x] & SHF_EXECINSTR))
+        return typ == STT_FUNC or typ == STT_GNU_IFUNC or (
+            typ == STT_NOTYPE and 0 < x < SHN_LORESERVE and x < self.shnum and bool(self.sh_flags[x] & SHF_EXECINSTR))
 
     # --- relocations -----------------------------------------------------
 

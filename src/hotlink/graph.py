@@ -13,11 +13,14 @@ from . import elf
 from .arena import CODE, DATA, RODATA
 from .platform import init_priority
 
-# How a section takes part in the link.
-SKIP, PLACE, EH_FRAME, INIT = 0, 1, 2, 3
+# How a section takes part in the link (THREAD_LOCAL: part of the unit's TLS image, tls.py).
+SKIP, PLACE, EH_FRAME, INIT, THREAD_LOCAL = 0, 1, 2, 3, 4
+# What a LinkObject's symbols hold that most objects' do not.
+HAS_IFUNC, HAS_TLS = 1, 2
 
 # Definition flags.
 WEAK, FUNC, HIDDEN, STUB = 1, 2, 4, 8   # STUB: the published address is an entry stub
+THREAD = 16                             # a thread-local: the "address" is its offset in its unit's TLS image
 
 _ALLOC, _EXCLUDE = elf.SHF_ALLOC, elf.SHF_EXCLUDE
 
@@ -47,7 +50,9 @@ def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
     if not flags & _ALLOC or flags & _EXCLUDE:
         return SKIP, 0
     t = obj.sh_type[i]
-    if t == elf.SHT_NOTE or t == elf.SHT_GROUP or flags & elf.SHF_TLS:   # notes, TLS templates
+    if flags & elf.SHF_TLS:
+        return THREAD_LOCAL, 0
+    if t == elf.SHT_NOTE or t == elf.SHT_GROUP:
         return SKIP, 0
     if flags & elf.SHF_EXECINSTR and t == elf.SHT_PROGBITS:   # the common cases need no name
         return PLACE, CODE
@@ -71,7 +76,7 @@ class LinkObject:
     """One object taking part in a link, with the unit it will belong to."""
 
     __slots__ = ("obj", "unit", "library", "sections", "dropped", "addr", "commons",
-                 "values", "blocks", "eh_block", "got_base", "eh")
+                 "values", "blocks", "eh_block", "got_base", "eh", "special", "tls")
 
     def __init__(self, obj: elf.ObjectFile, unit: Any, library: Any):
         self.obj = obj
@@ -88,6 +93,11 @@ class LinkObject:
         self.eh_block = 0
         self.got_base = 0
         self.eh: dict[int, tuple[bytes, list]] = {}   # pruned .eh_frame contents and relocations
+        types = {x & 15 for x in set(obj.sym_info)}
+        self.special = ((HAS_IFUNC if elf.STT_GNU_IFUNC in types else 0)
+                        | (HAS_TLS if elf.STT_TLS in types or any(s[1] == THREAD_LOCAL for s in self.sections)
+                           else 0))
+        self.tls: dict[tuple[int, int], int] = {}   # (TLS relocation kind, symbol) -> value (tls.py)
 
     def drop_group(self, members: Iterable[int]) -> None:
         self.dropped.update(members)

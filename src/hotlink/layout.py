@@ -2,17 +2,72 @@
 file order at their alignment, ``SHN_COMMON`` symbols at the end of the data
 block, and ``.eh_frame`` in a block of its own with the zero terminator the
 unwinder needs.
+
+Objects compiled without ``-fPIC`` hold absolute 32-bit addresses
+(``R_X86_64_32``/``32S``): ``low_units`` finds, before anything is placed,
+the units that have such an object, and ``place`` puts every object of those
+units in the arena's pools below 2 GiB.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from . import elf
-from .arena import DATA, PAGE, RODATA, Arena
+from .arena import DATA, LOW_LIMIT, PAGE, RODATA, Arena, LowMemoryError, unpack_block
 from .errors import UnsupportedRelocationError
-from .graph import EH_FRAME, PLACE, LinkObject
+from .graph import EH_FRAME, PLACE, SKIP, LinkObject
+
+_ABSOLUTE_32 = (b"\x0a", b"\x0b")      # R_X86_64_32, R_X86_64_32S: low byte of r_info
+_RELA_SIZE = elf.RELA.size
 
 
-def place(lo: LinkObject, arena: Arena) -> None:
-    """Allocate blocks for ``lo`` and give each placed section its address."""
+def needs_low_memory(lo: LinkObject) -> bool:
+    """Whether a section ``lo`` places has an absolute 32-bit relocation.
+
+    Only the kind byte of each RELA entry is looked at (a strided slice, in
+    C), so PIC objects pay a microsecond or so; debug sections, which use
+    ``R_X86_64_32`` for offsets and are never placed, do not count."""
+    obj = lo.obj
+    types = obj.sh_type
+    if elf.SHT_RELA not in types:
+        return False
+    data, offset, size = obj.data, obj.sh_offset, obj.sh_size
+    for r, t in enumerate(types):
+        if t == elf.SHT_RELA:
+            kinds = data[offset[r] + 8:offset[r] + size[r]:_RELA_SIZE]
+            if (_ABSOLUTE_32[0] in kinds or _ABSOLUTE_32[1] in kinds) and any(
+                    i == obj.sh_info[r] and role != SKIP for i, role, _ in lo.sections):
+                return True
+    return False
+
+
+def is_low_unit(unit: Any) -> bool:
+    """Whether a committed unit lives below 2 GiB: once a unit is placed
+    there, every later link into it (archive members pulled) is too, so its
+    newest block says."""
+    blocks = unit.blocks
+    return bool(blocks) and unpack_block(blocks[-1])[1] < LOW_LIMIT
+
+
+def low_units(items: Iterable[LinkObject]) -> dict[Any, str]:
+    """The units of a link that must be placed below 2 GiB, each with the
+    object that needs it (for messages): a unit with any object that uses
+    absolute 32-bit addresses, or already placed there."""
+    out: dict[Any, str] = {}
+    for lo in items:
+        unit = lo.unit
+        if unit not in out:
+            if needs_low_memory(lo):
+                out[unit] = lo.obj.name
+            elif is_low_unit(unit):
+                out[unit] = f"unit {unit.name!r} (placed below 2 GiB for the non-PIC objects it holds)"
+    return out
+
+
+def place(lo: LinkObject, arena: Arena, low: str = "") -> None:
+    """Allocate blocks for ``lo`` and give each placed section its address;
+    below 2 GiB if ``low`` names the object that needs it."""
     obj = lo.obj
     sizes, aligns = obj.sh_size, obj.sh_align
     size = [0, 0, 0]
@@ -39,7 +94,9 @@ def place(lo: LinkObject, arena: Arena) -> None:
     placed_commons = []
     shndx = obj.sym_shndx
     for si in range(obj.first_global, len(shndx)) if elf.SHN_COMMON in shndx else ():
-        a = max(1, obj.sym_value[si])
+        if shndx[si] != elf.SHN_COMMON:
+            continue
+        a = max(1, obj.sym_value[si])  # a COMMON symbol's value is its alignment
         if a & (a - 1) or a > PAGE:
             raise UnsupportedRelocationError(f"{obj.name}: common symbol {obj.sym_name[si]!r} has alignment {a}")
         align[DATA] = max(align[DATA], a)
@@ -47,15 +104,18 @@ def place(lo: LinkObject, arena: Arena) -> None:
         placed_commons.append((si, o))
         size[DATA] = o + obj.sym_size[si]
     base = [0, 0, 0]
-    pools = arena.pools
+    pools = arena.zone(bool(low))
     blocks = lo.blocks
-    for p in (0, 1, 2):
-        if size[p]:
-            base[p] = pools[p].alloc(size[p], align[p])
-            blocks.append((p, base[p], size[p]))
-    if eh_size:
-        lo.eh_block = pools[RODATA].alloc(eh_size + 4, 8)
-        blocks.append((RODATA, lo.eh_block, eh_size + 4))
+    try:
+        for p in (0, 1, 2):
+            if size[p]:
+                base[p] = pools[p].alloc(size[p], align[p])
+                blocks.append((p, base[p], size[p]))
+        if eh_size:
+            lo.eh_block = pools[RODATA].alloc(eh_size + 4, 8)
+            blocks.append((RODATA, lo.eh_block, eh_size + 4))
+    except LowMemoryError as e:
+        raise low_memory_error(low, e) from None
     addr = lo.addr
     for i, role, p in lo.sections:
         if role == PLACE:
@@ -65,6 +125,13 @@ def place(lo: LinkObject, arena: Arena) -> None:
     for si, o in placed_commons:
         lo.commons[si] = base[DATA] + o
     lo.got_base = base[0] or base[1] or base[2] or lo.eh_block
+
+
+def low_memory_error(low: str, why: LowMemoryError) -> UnsupportedRelocationError:
+    """The error for code that needs memory below 2 GiB and cannot have it."""
+    return UnsupportedRelocationError(
+        f"{low}: not position-independent (it uses absolute 32-bit addresses, R_X86_64_32/32S), so it "
+        f"must be placed below 2 GiB, but {why}; compile it with -fPIC")
 
 
 def release(lo: LinkObject, arena: Arena) -> None:

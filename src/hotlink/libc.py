@@ -20,9 +20,10 @@ if TYPE_CHECKING:   # names typeshed gives ctypes' internal classes
     from ctypes import _CArgObject, _CDataType, _CFunctionType, _NamedFuncPointer
 
 __all__ = [
-    "LIBC", "LIBGCC", "PHDR_CALLBACK", "PhdrInfo", "cxa_atexit", "cxa_demangle", "deregister_frame",
-    "dl_iterate_phdr", "dlsym", "fallocate", "fflush", "free", "libc_address", "mmap", "mprotect",
-    "munmap", "pthread_getspecific", "pthread_key_create", "pthread_key_delete", "register_frame",
+    "LIBC", "LIBGCC", "PHDR_CALLBACK", "PhdrInfo", "cxa_atexit", "cxa_demangle", "cxa_finalize",
+    "deregister_frame", "dl_iterate_phdr", "dlclose", "dlinfo", "dlsym", "dlvsym", "fallocate", "fflush",
+    "free", "libc_address", "libgcc_symbol", "mmap", "mprotect", "munmap", "pthread_getspecific", "pthread_key_create",
+    "pthread_key_delete", "register_frame", "sigaction",
 ]
 
 LIBC = ctypes.CDLL(None, use_errno=True)     # the process: libc and every global object
@@ -59,8 +60,15 @@ free: Callable[[int | None], None] = _declare(LIBC, "free", None, _void_p)
 
 # void *dlsym(void *handle, const char *name): handle None is RTLD_DEFAULT (the global scope)
 dlsym: Callable[[int | None, bytes], int | None] = _declare(LIBC, "dlsym", _void_p, _void_p, ctypes.c_char_p)
+# void *dlvsym(void *handle, const char *name, const char *version): a non-default version too
+dlvsym: Callable[[int | None, bytes, bytes], int | None] = _declare(
+    LIBC, "dlvsym", _void_p, _void_p, ctypes.c_char_p, ctypes.c_char_p)
 # void *dlopen(const char *path, int mode): NULL on failure, dlerror() says why
 dlopen: Callable[[bytes, int], int | None] = _declare(LIBC, "dlopen", _void_p, ctypes.c_char_p, ctypes.c_int)
+# int dlclose(void *handle): 0, or non-zero and dlerror() says why
+dlclose: Callable[[int], int] = _declare(LIBC, "dlclose", _int, _void_p)
+# int dlinfo(void *handle, int request, void *info): RTLD_DI_LINKMAP, RTLD_DI_TLS_MODID (dso.py)
+dlinfo: Callable[[int, int, _CArgObject], int] = _declare(LIBC, "dlinfo", _int, _void_p, _int, _void_p)
 # char *dlerror(void): the last dl* error of this thread
 dlerror: Callable[[], bytes | None] = _declare(LIBC, "dlerror", ctypes.c_char_p)
 
@@ -77,6 +85,16 @@ PHDR_CALLBACK = ctypes.CFUNCTYPE(_int, ctypes.POINTER(PhdrInfo), _size_t, _void_
 # int dl_iterate_phdr(callback, void *data): calls back once per loaded object, the executable first
 dl_iterate_phdr: Callable[[_CFunctionType, int | None], int] = _declare(
     LIBC, "dl_iterate_phdr", _int, PHDR_CALLBACK, _void_p)
+
+
+def libgcc_symbol(name: str, version: str | None = None) -> int:
+    """``name`` in libgcc_s (``version``: a non-default one, e.g. ``GCC_4.8.0``); 0 if absent."""
+    bname = name.encode("utf-8", "surrogateescape")
+    found = dlsym(_LIBGCC_HANDLE, bname) if version is None else dlvsym(_LIBGCC_HANDLE, bname, version.encode())
+    return found or 0
+
+
+_LIBGCC_HANDLE = dlopen(b"libgcc_s.so.1", 2)    # RTLD_NOW; the object LIBGCC holds (reference counted)
 
 
 def libc_address() -> int:
@@ -100,8 +118,14 @@ pthread_getspecific: Callable[[int], int | None] = _declare(LIBC, "pthread_getsp
 # that are not JIT code's (platform.py interposes its own __cxa_atexit)
 cxa_atexit: Callable[[int | None, int | None, int | None], int] = _declare(
     LIBC, "__cxa_atexit", _int, _void_p, _void_p, _void_p)
+# void __cxa_finalize(void *dso): runs libc's exit handlers filed under dso and drops its fork
+# and quick-exit handlers (never call it with NULL: that runs every handler of the process)
+cxa_finalize: Callable[[int], None] = _declare(LIBC, "__cxa_finalize", None, _void_p)
 # int fflush(FILE *stream): None flushes every output stream
 fflush: Callable[[int | None], int] = _declare(LIBC, "fflush", _int, _void_p)
+# int sigaction(int sig, const struct sigaction *act, struct sigaction *old): 0, or -1 and errno
+# (debug/crash.py passes the structs as addresses: the saved ones live in native memory)
+sigaction: Callable[[int, int | None, int | None], int] = _declare(LIBC, "sigaction", _int, _int, _void_p, _void_p)
 
 # --- unwind info (platform.py) -----------------------------------------------------
 

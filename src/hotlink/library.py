@@ -11,30 +11,37 @@ from .call import Function
 from .elf import ObjectFile, is_elf
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .frontend import load_source  # the one source classifier: a file is read once, objects pass through
-from .graph import STUB, WEAK, Definition
+from .frontend.prototypes import CompiledObject, Declarations
+from .graph import STUB, THREAD, WEAK, Definition
 from .interrupts import GATE
 from .linker import LinkTransaction
 from .patch import EntryStub
+from .signature import Signature, SignatureError
+from .signature import parse as parse_signature
 
 if TYPE_CHECKING:
     from .session import Session
+    from .tls import TlsModule
 
+
+INFER: Any = object()         # Library.function(sym) without a signature: infer it
 
 
 class UnitExtras:
     """Bookkeeping most units never need, kept out of Unit to keep tiny units small."""
 
-    __slots__ = ("got", "stubs", "handlers", "dso", "atexit", "members", "comdats", "shadows")
+    __slots__ = ("got", "stubs", "handlers", "platform", "members", "comdats", "shadows", "tls", "declarations")
 
     def __init__(self) -> None:
         self.got: list[int] = []          # GOT targets acquired
         self.stubs: list[int] = []        # far-call stub targets acquired
         self.handlers: list = []          # finalizers and atexit handlers, newest last
-        self.dso = 0                      # this unit's __dso_handle
-        self.atexit = 0                   # this unit's atexit thunk
+        self.platform: dict[str, int] = {}   # its __dso_handle and libc_nonshared thunks, by name
         self.members: set[int] = set()    # archive members pulled
         self.comdats: list[str] = []      # COMDAT groups this unit provides
         self.shadows: list[str] = []      # names where a definition of this unit is shadowed
+        self.tls: list[TlsModule] | None = None   # its thread-local storage, one module per link (tls.py)
+        self.declarations: Declarations | None = None   # compiled from source: its signatures (prototypes.py)
 
 
 class Unit:
@@ -296,6 +303,8 @@ class Library:
             units = []
             for data, uname in loaded:
                 unit = session.new_unit(self, uname)
+                if isinstance(data, CompiledObject):     # what its source declares, for function(sym)
+                    unit.extras().declarations = data.declarations
                 if is_archive(data):
                     job.add_archive(self, unit, Archive(data, unit.name))
                 elif is_elf(data):
@@ -361,6 +370,9 @@ class Library:
         d = self.definitions.get(symbol)
         if d is None:
             d = self._pull(symbol)
+        if d.flags & THREAD:
+            raise LinkError(f"library {self.name!r}: {symbol!r} is thread-local: each thread has its own "
+                            f"copy at its own address (take it in the thread, from JIT code)")
         return d.address
 
     def _definition(self, symbol: str) -> Definition:
@@ -386,10 +398,21 @@ class Library:
                     f"library {self.name!r}: archive member pulled for {symbol!r} does not define it")
             return d
 
-    def function(self, symbol: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Function:
-        """A callable for ``symbol``; it raises once the defining unit is removed."""
+    def function(self, symbol: str, restype: Any = INFER, argtypes: Sequence[Any] = ()) -> Function:
+        """A callable for ``symbol``; it raises once the defining unit is removed.
+
+        ``function("dot", "double(double *, const double *, long)")`` takes a C
+        declaration (pointer parameters then accept numpy arrays and other
+        buffers); ``function("dot")`` infers it for code hotlink compiled from
+        C or LLVM IR; ``function("dot", ctypes.c_double, [...])`` is the ctypes form.
+        """
         d = self._definition(symbol)
         guard = self.entry_stubs.get(symbol) if self.patchable else None   # survives replace
+        if restype is INFER or isinstance(restype, str):
+            if argtypes:
+                raise TypeError(f"{symbol}: argtypes go with a ctypes restype, not with a C declaration")
+            sig = parse_signature(restype, symbol) if isinstance(restype, str) else inferred_signature(d, symbol)
+            return Function.with_signature(symbol, d.address, guard or d.unit, sig, self.session.reclaimer)
         return Function(symbol, d.address, guard or d.unit, restype, argtypes, self.session.reclaimer)
 
     def remove(self) -> None:
@@ -400,6 +423,16 @@ class Library:
 
     def __repr__(self) -> str:
         return f"<hotlink.Library {self.name!r} units={len(self._units)}>"
+
+
+def inferred_signature(d: Definition, symbol: str) -> Signature:
+    """The signature the defining unit's source declares for ``symbol``."""
+    x = d.unit.extra if d.unit is not None else None
+    if x is None or x.declarations is None:
+        where = f"unit {d.unit.name!r}" if d.unit is not None else "its definition"
+        raise SignatureError(f"{symbol}: no signature known ({where} was not compiled from C or LLVM IR by "
+                             f"hotlink); pass a C declaration, e.g. function({symbol!r}, \"int(int)\")")
+    return x.declarations.signature(symbol)
 
 
 def _owner(d: Definition) -> Unit:

@@ -25,23 +25,40 @@ link can still be cancelled.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import ehframe, elf, layout, patch, platform
-from .arena import CODE, RODATA, pack_block
+from . import ehframe, elf, layout, patch, platform, tls
+from .arena import CODE, DATA, RODATA, pack_block
 from .errors import (
     DuplicateSymbolError,
     InitializerError,
+    LinkError,
     MalformedObjectError,
     UndefinedSymbolError,
     UnsupportedRelocationError,
 )
-from .graph import EH_FRAME, FUNC, HIDDEN, INIT, PLACE, STUB, WEAK, Definition, LinkObject, Pending
+from .graph import (
+    EH_FRAME,
+    FUNC,
+    HAS_IFUNC,
+    HAS_TLS,
+    HIDDEN,
+    INIT,
+    PLACE,
+    STUB,
+    THREAD,
+    THREAD_LOCAL,
+    WEAK,
+    Definition,
+    LinkObject,
+    Pending,
+)
 from .interrupts import GATE
 from .tables import Acquired
-from .x86_64 import Fixups, Scanner, SectionPlan
+from .x86_64 import TLS_KINDS, Fixups, Reloc, Scanner, SectionPlan, kind_name
 
 if TYPE_CHECKING:
     from .archive import Archive
@@ -54,26 +71,14 @@ _LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDE
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
 _HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
 # Names the platform provides per unit, found before anything else.
-PLATFORM_NAMES = frozenset(("__dso_handle", "atexit", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_"))
+PLATFORM_NAMES = frozenset(("__dso_handle", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_", *platform.DSO_THUNKS,
+                            *platform.THREAD_ATEXIT_NAMES))
 
 
 def _referenced(lo: LinkObject) -> set[int]:
     """Indices of the symbols that the relocations of ``lo``'s sections use."""
     obj = lo.obj
     return {si for i, _, _ in lo.sections for _, _, si, _ in obj.relocations(i)}
-
-
-def _refuse_ifuncs(obj: elf.ObjectFile) -> None:
-    """IFUNC resolvers are not run yet: binding the name to the resolver would
-    give silently wrong results (``floor(2.7)`` returning 2.7), so refuse."""
-    info = obj.sym_info
-    if not any(i & 15 == elf.STT_GNU_IFUNC for i in info):
-        return
-    for si, x in enumerate(info):
-        if x & 15 == elf.STT_GNU_IFUNC and obj.sym_shndx[si]:
-            raise UnsupportedRelocationError(
-                f"{obj.name}: {obj.symbol_name(si)!r} is an IFUNC (STT_GNU_IFUNC); hotlink does not run "
-                f"IFUNC resolvers yet, and binding the name to its resolver would give wrong results")
 
 
 class LinkTransaction:
@@ -100,6 +105,16 @@ class LinkTransaction:
         self.entries: dict[tuple[Library, str], patch.EntryStub] = {}   # patchable functions defined here
         self.new_entries: list[patch.EntryStub] = []
         self.stub_uses: set[tuple[Unit, patch.EntryStub]] = set()
+        self.low: dict[Unit, str] = {}      # units placed below 2 GiB (non-PIC) -> the object that needs it
+        # IFUNCs defined here: (object, symbol) -> the stub every reference of
+        # this link goes through, pointed at the implementation once the code
+        # is written and the resolver can run (``resolve_ifuncs``)
+        self.iplt: dict[tuple[LinkObject, int], patch.EntryStub] = {}
+        self.ifunc_impl: dict[tuple[LinkObject, int], int] = {}
+        # thread-locals: each unit's TLS sections of this link, and the module they became
+        self.tls_sections: dict[Unit, list[tuple[LinkObject, int]]] = {}
+        self.tls_modules: dict[Unit, tls.TlsModule] = {}
+        self.tls_blocks: list[tuple[Unit, int, int]] = []    # (unit, address, size) of TLS index pairs
 
     # --- gathering -------------------------------------------------------
 
@@ -120,7 +135,6 @@ class LinkTransaction:
                 offered.setdefault(sym, (unit, off))
 
     def add(self, obj: elf.ObjectFile, unit: Unit) -> None:
-        _refuse_ifuncs(obj)
         lo = LinkObject(obj, unit, unit.library)
         lib = unit.library
         if obj.groups:
@@ -162,7 +176,8 @@ class LinkTransaction:
             # patchable libraries must keep its entry stub
             flags = ((WEAK if info[si] >> 4 in _WEAK_BINDS or x == _COMMON else 0)
                      | (FUNC if obj.is_code_symbol(si) else 0)
-                     | (HIDDEN if obj.sym_other[si] & 3 in _HIDDEN_VIS else 0))
+                     | (HIDDEN if obj.sym_other[si] & 3 in _HIDDEN_VIS else 0)
+                     | (THREAD if info[si] & 15 == elf.STT_TLS else 0))
             new = Pending(lo, si, flags, obj.sym_size[si])
             cur: Found | None = pend.get(name)
             if cur is None:
@@ -228,9 +243,24 @@ class LinkTransaction:
 
     def place(self) -> None:
         arena = self.session.arena
+        self.low = layout.low_units(self.items)
         for lo in self.items:
-            layout.place(lo, arena)
+            layout.place(lo, arena, self.low.get(lo.unit, ""))
+            if lo.special & HAS_TLS:
+                for i, role, _ in lo.sections:
+                    if role == THREAD_LOCAL:
+                        self.tls_sections.setdefault(lo.unit, []).append((lo, i))
+        for sections in self.tls_sections.values():
+            # a TLS symbol's value is its offset in its unit's TLS image
+            offsets, _, _ = tls.layout(self._tls_shapes(sections))
+            for (lo, i), offset in zip(sections, offsets):
+                lo.addr[i] = offset
         self._entry_stubs()
+
+    @staticmethod
+    def _tls_shapes(sections: list[tuple[LinkObject, int]]) -> list[tuple[int, int, int, bool]]:
+        return [(i, lo.obj.sh_size[i], lo.obj.sh_align[i], lo.obj.sh_type[i] == elf.SHT_NOBITS)
+                for lo, i in sections]
 
     def _entry_stubs(self) -> None:
         """Give every function defined in a patchable library its entry stub
@@ -242,22 +272,21 @@ class LinkTransaction:
                 if d.flags & FUNC:
                     entry = lib.entry_stubs.get(name)
                     if entry is None:
-                        entry = patch.allocate(self.session.arena, name)
+                        entry = patch.allocate(self.session.arena, name, d.obj.unit in self.low)
                         self.new_entries.append(entry)
                     self.entries[(lib, name)] = entry
 
     # --- resolution and fixups -------------------------------------------
 
-    def _synthetic(self, unit: Unit, attr: str, pool: int, size: int, align: int,
+    def _synthetic(self, unit: Unit, name: str, pool: int, size: int, align: int,
                    content: Callable[[int], bytes]) -> int:
-        """A per-unit platform object (``dso`` handle or ``atexit`` thunk), made
-        once; ``content(address)`` gives its bytes."""
-        extras = unit.extras()
-        addr = getattr(extras, attr)
+        """A per-unit platform object (``dso`` handle or a thunk), made once;
+        ``content(address)`` gives its bytes."""
+        objects = unit.extras().platform
+        addr = objects.get(name)
         if not addr:
-            addr = self.session.arena.pools[pool].alloc(size, align)
-            setattr(extras, attr, addr)
-            self.synthetic.append((unit, attr, pool, addr, size))
+            addr = objects[name] = self.session.arena.zone(unit in self.low)[pool].alloc(size, align)
+            self.synthetic.append((unit, name, pool, addr, size))
             self.session.arena.write(addr, content(addr))
         return addr
 
@@ -266,11 +295,18 @@ class LinkTransaction:
         if name == "__dso_handle":
             # like crtbeginS.o's ``__dso_handle: .quad __dso_handle``: code that
             # passes its value (glibc's atexit does) names the unit too
-            return self._synthetic(unit, "dso", RODATA, 8, 8, lambda a: struct.pack("<Q", a))
-        if name == "atexit":
+            return self._synthetic(unit, name, RODATA, 8, 8, lambda a: struct.pack("<Q", a))
+        thunk = platform.DSO_THUNKS.get(name)
+        if thunk is not None:
             dso = self._platform_value(lo, "__dso_handle")
-            return self._synthetic(unit, "atexit", CODE, platform.ATEXIT_THUNK_SIZE, 16,
-                                   lambda a: platform.atexit_thunk(dso))
+            function, register, zero_rsi = thunk
+            return self._synthetic(unit, name, CODE, platform.THUNK_SIZE, 16,
+                                   lambda a: platform.dso_thunk(dso, function(), register, zero_rsi))
+        if name in platform.THREAD_ATEXIT_NAMES:
+            counter = self._synthetic(unit, "thread_dtors", DATA, 8, 8, lambda a: bytes(8))
+            runtime = self.session.thread_atexit()
+            return self._synthetic(unit, "__cxa_thread_atexit", CODE, platform.THUNK_SIZE, 16,
+                                   lambda a: platform.dso_thunk(counter, runtime, "rdx"))
         if name == "__cxa_atexit":
             return platform.CXA_ATEXIT
         return lo.got_base   # _GLOBAL_OFFSET_TABLE_
@@ -300,6 +336,10 @@ class LinkTransaction:
         # locals: section-relative, or absolute
         values = [v if x == _ABS else addr[x] + v if x != _COMMON else 0
                   for x, v in zip(shndx[:first], value[:first])]
+        if lo.special & HAS_IFUNC:
+            for si in range(first):
+                if obj.sym_info[si] & 15 == elf.STT_GNU_IFUNC and shndx[si]:
+                    values[si] = self._ifunc_stub(lo, si)
         unit = lo.unit
         referenced: set[int] | None = None
         for si in range(first, len(names)):
@@ -318,12 +358,16 @@ class LinkTransaction:
                 continue
             if isinstance(d, Pending):
                 owner = d.obj
+                if owner.obj.sym_info[d.symbol] & 15 == elf.STT_GNU_IFUNC:
+                    target = self._ifunc_stub(owner, d.symbol)
+                else:
+                    target = self._address(owner, d.symbol)
                 if owner.unit is unit:
-                    values.append(self._address(owner, d.symbol))
+                    values.append(target)
                     continue
                 key = (owner.library, name)
                 entry = self.entries.get(key) if self.entries else None
-                values.append(entry.addr if entry is not None else self._address(owner, d.symbol))
+                values.append(entry.addr if entry is not None else target)
                 other: Unit | None = owner.unit
             else:
                 values.append(d.address)
@@ -343,6 +387,158 @@ class LinkTransaction:
             elif other is not None:
                 self.deps.add((unit, other))
         lo.values = values
+
+    def _ifunc_stub(self, lo: LinkObject, si: int) -> int:
+        """The stub the references of this link to an IFUNC go through, as a
+        static link's ``.iplt`` entry (later links bind to the implementation)."""
+        stub = self.iplt.get((lo, si))
+        if stub is None:
+            stub = self.iplt[(lo, si)] = patch.allocate(self.session.arena, lo.obj.symbol_name(si),
+                                                        lo.unit in self.low)
+        return stub.addr
+
+    def resolve_ifuncs(self) -> None:
+        """Call each IFUNC's resolver, once its code is written, as ld.so does
+        for ``R_X86_64_IRELATIVE``: the result is what the name means from now on."""
+        for (lo, si), stub in self.iplt.items():
+            impl = ctypes.CFUNCTYPE(ctypes.c_void_p)(self._address(lo, si))() or 0
+            if not impl:
+                raise LinkError(f"{lo.obj.name}: the IFUNC resolver of {lo.obj.symbol_name(si)!r} "
+                                f"returned NULL")
+            patch.point(stub, impl)
+            self.ifunc_impl[(lo, si)] = impl
+
+    def _final_address(self, lo: LinkObject, si: int) -> int:
+        """What a definition means once linked: an IFUNC's implementation."""
+        if self.ifunc_impl:
+            impl = self.ifunc_impl.get((lo, si))
+            if impl is not None:
+                return impl
+        return self._address(lo, si)
+
+    # --- thread-locals (tls.py) ----------------------------------------------
+
+    def thread_locals(self) -> None:
+        """Load each unit's TLS image as a module and compute what the TLS
+        relocations write: offsets, module IDs, GOT words and index pairs."""
+        refs: list[tuple[LinkObject, list[tuple[int, int, tuple]]]] = []
+        static: set[Unit] = set()
+        for lo in self.items:
+            if not lo.special & HAS_TLS:
+                continue
+            obj = lo.obj
+            found = []
+            for i, role, _ in lo.sections:
+                if role == PLACE and obj.has_relocations(i):
+                    for _, kind, si, _ in obj.relocations(i):
+                        if kind in TLS_KINDS:
+                            owner = self._tls_owner(lo, si)
+                            found.append((kind, si, owner))
+                            if kind in tls.STATIC_KINDS and owner[0] in self.tls_sections:
+                                static.add(owner[0])
+            refs.append((lo, found))
+        for unit, sections in self.tls_sections.items():
+            GATE.checkpoint()
+            offsets, size, align = tls.layout(self._tls_shapes(sections))
+            image = bytearray(size)
+            for (lo, i), offset in zip(sections, offsets):
+                obj = lo.obj
+                if obj.sh_type[i] != elf.SHT_NOBITS:
+                    image[offset:offset + obj.sh_size[i]] = obj.section_bytes(i)
+                    if obj.has_relocations(i):
+                        tls.relocate_image(obj, i, image, offset, lo.values)
+            end = max((o + lo.obj.sh_size[i] for (lo, i), o in zip(sections, offsets)
+                       if lo.obj.sh_type[i] != elf.SHT_NOBITS), default=0)
+            args = (unit.name, bytes(image[:end]), size, align, unit in static)
+            try:
+                self.tls_modules[unit] = tls.TlsModule(*args)
+            except tls.StaticTlsFull:
+                # removed units may still hold static TLS in their grace period
+                if not self._wait_for_grace_periods():
+                    raise
+                self.tls_modules[unit] = tls.TlsModule(*args)
+        for defs in self.pending.values():
+            for name, (lo, si, _, _) in defs.items():
+                module = self.tls_modules.get(lo.unit)
+                if module is not None and lo.obj.sym_info[si] & 15 == elf.STT_TLS:
+                    module.names[name] = self._address(lo, si)
+        for lo, found in refs:
+            self._tls_values(lo, found)
+
+    def _wait_for_grace_periods(self, timeout: float = 2.0) -> bool:
+        """Let removed units' grace periods end (False if this thread may not wait)."""
+        try:
+            self.session.reclaimer.synchronize(timeout)
+        except LinkError:       # called back from JIT code, or an online thread
+            return False
+        return True
+
+    def _tls_owner(self, lo: LinkObject, si: int) -> tuple:
+        """(unit whose module holds it, offset, name): the unit is None for
+        the TLS of a shared object, and the offset then unknown."""
+        obj = lo.obj
+        name = obj.sym_name[si]
+        if si < obj.first_global:
+            return lo.unit, lo.values[si], name
+        d = self.find(lo.library, name, pull=False)
+        if isinstance(d, Pending):
+            return d.obj.unit, self._address(d.obj, d.symbol), name
+        if d is not None and d.unit is not None:
+            return d.unit, d.address, name
+        return None, 0, name
+
+    def _tls_target(self, lo: LinkObject, kind: int, owner: tuple) -> tls.TlsTarget:
+        unit, offset, name = owner
+        if unit is None:
+            return tls.external(name, kind in tls.STATIC_KINDS, lo.obj.name)
+        module = self.tls_modules.get(unit)
+        if module is None:       # defined by an earlier link of the unit
+            module = next((m for m in unit.extras().tls or () if name in m.names), None)
+            if module is None:
+                raise UnsupportedRelocationError(f"{lo.obj.name}: {name!r} is not a thread-local variable")
+        target = module.target(offset)
+        if kind in tls.STATIC_KINDS and target.tpoff is None:
+            raise UnsupportedRelocationError(
+                f"{lo.obj.name}: initial-exec reference ({kind_name(kind)}) to the thread-local "
+                f"{name!r} of unit {unit.name!r}, whose thread-locals are dynamic (no initial-exec "
+                f"access was linked with them): compile {lo.obj.name} with -ftls-model=global-dynamic")
+        return target
+
+    def _tls_values(self, lo: LinkObject, found: list[tuple[int, int, tuple]]) -> None:
+        values = lo.tls
+        pairs: dict[tuple[int, int], int] = {}       # {module, offset} -> its index in the block
+        words: list[int] = []
+        for kind, si, owner in found:
+            t = self._tls_target(lo, kind, owner)
+            if kind == Reloc.TPOFF32 or kind == Reloc.TPOFF64:
+                values[(kind, si)] = t.tpoff or 0
+            elif kind == Reloc.GOTTPOFF or kind == Reloc.GOTPC32_TLSDESC:
+                words.append((t.tpoff or 0) & 0xFFFFFFFFFFFFFFFF)
+                values[(kind, si)] = words[-1]          # the GOT entry's address, below
+            elif kind == Reloc.TLSGD:
+                values[(kind, si)] = pairs.setdefault((t.module, t.offset), len(pairs))
+            elif kind == Reloc.TLSLD:
+                values[(kind, si)] = pairs.setdefault((t.module, 0), len(pairs))
+            elif kind == Reloc.DTPOFF32 or kind == Reloc.DTPOFF64:
+                values[(kind, si)] = t.offset
+            elif kind == Reloc.DTPMOD64:
+                values[(kind, si)] = t.module
+            elif kind == Reloc.TLSDESC_CALL:
+                values[(kind, si)] = 0
+        if words:
+            acq = self._acquired(lo.unit)
+            acq.acquire(words, ())
+            for key, v in values.items():
+                if key[0] == Reloc.GOTTPOFF or key[0] == Reloc.GOTPC32_TLSDESC:
+                    values[key] = acq.got_address[v]
+        if pairs:
+            size = 16 * len(pairs)
+            block = self.session.arena.zone(lo.unit in self.low)[RODATA].alloc(size, 16)
+            self.tls_blocks.append((lo.unit, block, size))
+            self.session.arena.write(block, b"".join(struct.pack("<QQ", m, o) for m, o in pairs))
+            for key, v in values.items():
+                if key[0] == Reloc.TLSGD or key[0] == Reloc.TLSLD:
+                    values[key] = block + 16 * v
 
     def _check_entry_points(self, lo: LinkObject, section: int, fns: list[int]) -> None:
         """Initializers and finalizers must be functions of this link: anything
@@ -372,7 +568,7 @@ class LinkTransaction:
         link: released by ``abort``, handed to the unit by ``commit``."""
         acq = self.acquired.get(unit)
         if acq is None:
-            acq = self.acquired[unit] = Acquired(self.session.tables)
+            acq = self.acquired[unit] = Acquired(self.session.tables, unit in self.low)
         return acq
 
     def _size(self, lo: LinkObject, si: int) -> int:
@@ -437,7 +633,7 @@ class LinkTransaction:
                 if fixups is None:
                     acq = self.acquired.get(lo.unit)
                     fixups = Fixups(obj, lo.values, lo.got_base, acq.got_address if acq else {},
-                                    acq.stub_address if acq else {}, lambda si: self._size(lo, si))
+                                    acq.stub_address if acq else {}, lambda si: self._size(lo, si), lo.tls)
                 data = buf = bytearray(relocated[0])
                 fixups.apply(buf, i, 0 if role == INIT else lo.addr[i], relocated[1], relocated[2])
             if role == PLACE:
@@ -490,8 +686,8 @@ class LinkTransaction:
         for _, addr in self.frames:
             platform.register_frames(addr)
             self.registered.append(addr)
-        for unit, attr, _, addr, _ in self.synthetic:
-            if attr == "dso":
+        for unit, name, _, addr, _ in self.synthetic:
+            if name == "__dso_handle":
                 platform.bind_dso(addr, unit.extras().handlers)
                 self.bound_dsos.append(addr)
         guarded = self.session.guarded_call() if self.inits else None
@@ -517,7 +713,11 @@ class LinkTransaction:
                 self.gather()
                 self.place()
                 self.resolve()
+                if self.tls_sections or any(lo.special & HAS_TLS for lo in self.items):
+                    self.thread_locals()
                 self.fix_up()
+                if self.iplt:
+                    self.resolve_ifuncs()
                 self.initialize()
             except BaseException:
                 self.abort()
@@ -531,7 +731,7 @@ class LinkTransaction:
             del handlers[mark:]
             platform.run_finalizers(extra, guarded)
         for dso in self.bound_dsos:
-            platform.unbind_dso(dso)
+            platform.forget_dso(dso)
         for addr in self.registered:
             platform.deregister_frames(addr)
         arena = self.session.arena
@@ -539,10 +739,14 @@ class LinkTransaction:
             layout.release(lo, arena)
         for acq in self.acquired.values():
             acq.release()
-        for unit, attr, pool, addr, size in self.synthetic:
-            setattr(unit.extras(), attr, 0)
+        for unit, name, pool, addr, size in self.synthetic:
+            del unit.extras().platform[name]
             arena.pools[pool].free(addr, size)
-        for entry in self.new_entries:
+        for module in self.tls_modules.values():
+            module.close()
+        for _, addr, size in self.tls_blocks:
+            arena.pools[RODATA].free(addr, size)
+        for entry in (*self.new_entries, *self.iplt.values()):
             for pool, addr, size in patch.blocks(entry):
                 arena.pools[pool].free(addr, size)
 
@@ -554,8 +758,15 @@ class LinkTransaction:
         for lo in self.items:
             eh = lo.eh_block
             lo.unit.blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
-        for unit, _attr, pool, addr, size in self.synthetic:
+        for unit, _name, pool, addr, size in self.synthetic:
             unit.blocks.append(pack_block(pool, addr, size))
+        for (lo, _), stub in self.iplt.items():
+            lo.unit.blocks.extend(pack_block(p, a, n) for p, a, n in patch.blocks(stub))
+        for unit, addr, size in self.tls_blocks:
+            unit.blocks.append(pack_block(RODATA, addr, size))
+        for unit, module in self.tls_modules.items():
+            extras = unit.extras()
+            extras.tls = [*(extras.tls or ()), module]
         for unit, acq in self.acquired.items():
             if acq.got_targets or acq.stub_targets:
                 extras = unit.extras()
@@ -575,7 +786,7 @@ class LinkTransaction:
             unit.library.consume_member(unit, offset)
         for unit in self.archives:
             unit.library.offer(unit)
-        address = self._address
+        address = self._final_address
         entries = self.entries
         published: dict[Unit, list[str]] = {}
         for lib, defs in self.pending.items():
@@ -596,3 +807,5 @@ class LinkTransaction:
             lib.shadow(name, Definition(address(lo, si), lo.unit, flags, size))
         for unit, names in published.items():
             unit.names += tuple(names)
+        for o in self.session.observers:    # debuggers and profilers (debug/) learn of the new code
+            o.linked(self.items)

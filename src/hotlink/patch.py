@@ -37,10 +37,17 @@ class EntryStub:
         return [u for u in self.users or () if u.alive]
 
 
-def allocate(arena: Arena, name: str) -> EntryStub:
+def allocate(arena: Arena, name: str, low: bool = False) -> EntryStub:
+    """An entry stub and its slot, below 2 GiB if ``low`` (for non-PIC code,
+    which reaches them with absolute 32-bit addresses)."""
+    pools = arena.zone(low)
     with arena.lock:
-        addr = arena.pools[CODE].alloc(ENTRY_STUB_SIZE, 8)
-        slot = arena.pools[DATA].alloc(ENTRY_SLOT_SIZE, 8)
+        addr = pools[CODE].alloc(ENTRY_STUB_SIZE, 8)
+        try:
+            slot = pools[DATA].alloc(ENTRY_SLOT_SIZE, 8)
+        except BaseException:       # no room (below 2 GiB): take nothing
+            pools[CODE].free(addr, ENTRY_STUB_SIZE)
+            raise
     # the slot is written (with the real target) before the stub is published
     arena.write(addr, b"\xff\x25" + struct.pack("<i", slot - (addr + 6)) + b"\xcc\xcc")
     return EntryStub(name, addr, slot)

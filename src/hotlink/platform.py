@@ -9,7 +9,8 @@
   runs when that unit is removed instead of at process exit.  ``atexit`` is
   not exported by glibc (it lives in ``libc_nonshared.a``): each unit that
   calls it gets a 24-byte thunk that adds the unit's handle and jumps to
-  ``__cxa_atexit``.
+  ``__cxa_atexit``; ``at_quick_exit`` and ``pthread_atfork`` likewise, and
+  removing a unit drops its fork handlers (``__cxa_finalize`` with its handle).
 * ``.eh_frame`` is handed to libgcc's ``__register_frame`` (the unwinder
   libstdc++ uses) and taken back with ``__deregister_frame`` at remove
   (``ehframe.py`` checks and prunes it before).
@@ -69,22 +70,93 @@ _cxa_atexit_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
 CXA_ATEXIT: int = ctypes.cast(_cxa_atexit_fn, ctypes.c_void_p).value or 0
 
 
-def atexit_thunk(dso: int) -> bytes:
-    return (b"\x48\xba" + struct.pack("<Q", dso)           # movabs $dso, %rdx
-            + b"\x31\xf6"                                   # xor %esi, %esi
-            + b"\x48\xb8" + struct.pack("<Q", CXA_ATEXIT)    # movabs $__cxa_atexit, %rax
-            + b"\xff\xe0")                                  # jmp *%rax
+_MOVABS = {"rsi": b"\x48\xbe", "rdx": b"\x48\xba", "rcx": b"\x48\xb9"}
 
 
-ATEXIT_THUNK_SIZE = 24
+def dso_thunk(dso: int, target: int, dso_register: str, zero_rsi: bool = False) -> bytes:
+    """A function that adds the unit's ``__dso_handle`` as the argument in
+    ``dso_register`` and jumps to ``target``: how ``libc_nonshared.a``'s
+    ``atexit``/``at_quick_exit``/``pthread_atfork`` pass the caller's handle."""
+    return (_MOVABS[dso_register] + struct.pack("<Q", dso)
+            + (b"\x31\xf6" if zero_rsi else b"")                 # xor %esi, %esi
+            + b"\x48\xb8" + struct.pack("<Q", target)             # movabs $target, %rax
+            + b"\xff\xe0")                                      # jmp *%rax
+
+
+THUNK_SIZE = 24
+
+
+def _libc_function(name: str) -> int:
+    return ctypes.cast(getattr(libc.LIBC, name), ctypes.c_void_p).value or 0
+
+
+# The functions ``libc_nonshared.a`` gives a static link, as thunks over what
+# libc.so exports: name -> (target, register that gets the unit's handle, xor %esi).
+# A unit's fork and quick-exit handlers are unregistered by ``__cxa_finalize``
+# with its handle when it is removed (``forget_dso``).
+DSO_THUNKS: dict[str, tuple[Callable[[], int], str, bool]] = {
+    "atexit": (lambda: CXA_ATEXIT, "rdx", True),                      # __cxa_atexit(fn, 0, dso)
+    "at_quick_exit": (lambda: _libc_function("__cxa_at_quick_exit"), "rsi", False),   # (fn, dso)
+    "pthread_atfork": (lambda: _libc_function("__register_atfork"), "rcx", False),   # (p, pa, c, dso)
+}
+
+
+def _cpu_features() -> int:
+    # static glibc's name for the CPU feature table that libm.a's IFUNC
+    # resolvers read; in a dynamic process ld.so owns the table (same glibc,
+    # same layout: libc6-dev ships with the libc6 that runs)
+    get = libc.dlsym(None, b"_dl_x86_get_cpu_features")
+    return (ctypes.CFUNCTYPE(ctypes.c_void_p)(get)() or 0) if get else 0
+
+
+def _libgcc_versioned(name: str, version: str) -> int:
+    return libc.libgcc_symbol(name, version)
+
+
+# What a static link gets implicitly (libc_nonshared.a, libgcc.a, static
+# glibc) and a dynamic process names differently or keeps hidden:
+# name -> its address, looked up when the process does not have the name.
+IMPLICIT: dict[str, Callable[[], int]] = {
+    "_dl_x86_cpu_features": _cpu_features,
+    "__stack_chk_fail_local": lambda: _libc_function("__stack_chk_fail"),
+    # __builtin_cpu_supports/__builtin_cpu_init (compat-versioned in libgcc_s)
+    "__cpu_model": lambda: _libgcc_versioned("__cpu_model", "GCC_4.8.0"),
+    "__cpu_features2": lambda: _libgcc_versioned("__cpu_features2", "GCC_7.0.0"),
+    "__cpu_indicator_init": lambda: _libgcc_versioned("__cpu_indicator_init", "GCC_4.8.0"),
+}
+
+
+def implicit_symbol(name: str) -> int | None:
+    """``name`` from what a static linker adds implicitly: the table above,
+    then libgcc's helpers (``__udivti3``, ``__popcountdi2`` ...), which
+    ``libgcc_s.so.1`` exports, then glibc's internal ``__`` aliases."""
+    make = IMPLICIT.get(name)
+    if make is not None:
+        return make() or None
+    found = libc.libgcc_symbol(name)
+    if not found and name.startswith("__") and not name.startswith("___"):
+        # static glibc's archives (libm.a) call libc by internal aliases
+        # (``__frexp`` for ``frexp``) that libc.so exports under the plain name
+        found = _libc_function(name[2:]) if hasattr(libc.LIBC, name[2:]) else 0
+    return found or None
+
+
+# C++ thread_local destructors: g++ calls libstdc++'s __cxa_thread_atexit (which
+# passes on to glibc's __cxa_thread_atexit_impl); for JIT code it goes to
+# runtime.THREAD_ATEXIT_IR, which calls glibc's itself
+THREAD_ATEXIT_NAMES = ("__cxa_thread_atexit",)
+
+
+def forget_dso(dso: int) -> None:
+    """Drop what libc keeps under a removed unit's handle: fork handlers
+    (``pthread_atfork``) and quick-exit handlers.  Its exit handlers were run
+    by hotlink; libc holds none of them (``_cxa_atexit`` files them)."""
+    _handlers_by_dso.pop(dso, None)
+    libc.cxa_finalize(dso)
 
 
 def bind_dso(dso: int, handlers: Handlers) -> None:
     _handlers_by_dso[dso] = handlers
-
-
-def unbind_dso(dso: int) -> None:
-    _handlers_by_dso.pop(dso, None)
 
 
 # A guarded call: (function, argument or None) -> None, or a description of

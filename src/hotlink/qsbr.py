@@ -88,6 +88,15 @@ class Reclaimer:
                 self._start_reaper()
         self._run(ready)
 
+    def retire_again(self, nbytes: int, release: Callable[[], None]) -> None:
+        """From a release that found its memory still in use (by a thread's
+        C++ thread_local objects): queue it again, to be retried by a later
+        poll, never by this one."""
+        with self._lock:
+            self._retired.append((self.epoch, 0, nbytes, release))
+            self.retired_bytes += nbytes
+            self._start_reaper()
+
     def poll(self) -> bool:
         """Free what is safe now; True when nothing retired is left."""
         with self._lock:

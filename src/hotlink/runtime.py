@@ -164,6 +164,47 @@ done:
 """
 CXX_NAMES = ("__gxx_personality_v0", "__cxa_begin_catch", "__cxa_end_catch", "__cxa_current_exception_type")
 
+# C++ ``thread_local`` destructors (``__cxa_thread_atexit``), for JIT code:
+# each goes to glibc wrapped in a record that counts it against its unit, so
+# the unit (its code and TLS module) is released only once every thread that
+# holds such an object has run its destructor (unlink.py waits for zero).
+THREAD_ATEXIT_IR = r"""
+declare ptr @malloc(i64)
+declare void @free(ptr)
+declare i32 @__cxa_thread_atexit_impl(ptr, ptr, ptr)
+
+define internal void @hotlink_run_thread_dtor(ptr %rec) {
+  %fn = load ptr, ptr %rec
+  %objp = getelementptr ptr, ptr %rec, i64 1
+  %obj = load ptr, ptr %objp
+  %cp = getelementptr ptr, ptr %rec, i64 2
+  %counter = load ptr, ptr %cp
+  call void %fn(ptr %obj)
+  %old = atomicrmw sub ptr %counter, i64 1 seq_cst
+  call void @free(ptr %rec)
+  ret void
+}
+
+; (destructor, object, the unit's counter): the unit's __cxa_thread_atexit
+; thunk puts its counter where the dso handle was
+define i32 @hotlink_thread_atexit(ptr %fn, ptr %obj, ptr %counter) {
+  %rec = call ptr @malloc(i64 24)
+  %none = icmp eq ptr %rec, null
+  br i1 %none, label %fail, label %ok
+ok:
+  store ptr %fn, ptr %rec
+  %objp = getelementptr ptr, ptr %rec, i64 1
+  store ptr %obj, ptr %objp
+  %cp = getelementptr ptr, ptr %rec, i64 2
+  store ptr %counter, ptr %cp
+  %old = atomicrmw add ptr %counter, i64 1 seq_cst
+  %r = call i32 @__cxa_thread_atexit_impl(ptr @hotlink_run_thread_dtor, ptr %rec, ptr @hotlink_run_thread_dtor)
+  ret i32 %r
+fail:
+  ret i32 -1
+}
+"""
+
 _objects: dict[str, bytes] = {}
 _object_lock = threading.Lock()
 _SLOT = struct.Struct("<QQ48x")

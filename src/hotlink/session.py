@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import platform, runtime, unlink
-from .arena import POOL_NAMES, Arena, unpack_block
+from . import debug, platform, runtime, unlink
+from .arena import MAX_LOW_SIZE, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .interrupts import GATE
 from .libc import dlerror, dlopen
@@ -86,6 +86,7 @@ class MemoryStats:
     got_entries: int = 0
     stubs: int = 0
     libraries: dict[str, LibraryMemory] = field(default_factory=dict)
+    debug: int = 0          # held by debug features (GDB images, symbol tables); 0 when they are off
 
 
 class Session:
@@ -94,10 +95,16 @@ class Session:
     ``close()`` (or leaving a ``with`` block) unloads everything, newest unit first.
     """
 
-    def __init__(self, *, arena_size: int = 256 << 20):
+    def __init__(self, *, arena_size: int = 256 << 20, debug_info: bool | None = None,
+                 perf_map: bool | None = None, jitdump: bool | None = None,
+                 low_arena_size: int = MAX_LOW_SIZE):
+        """``debug_info`` (GDB JIT interface), ``perf_map`` and ``jitdump``:
+        None leaves each to its ``HOTLINK_*`` environment variable (debug/).
+        ``low_arena_size``: how much address space below 2 GiB non-PIC objects
+        may take (reserved only while such objects are loaded; 0: none)."""
         self._closed = True      # until the arena exists: __del__ of a failed Session does nothing
         self.lock = threading.RLock()
-        self.arena = Arena(arena_size)
+        self.arena = Arena(arena_size, low_arena_size)
         self.tables = SharedTables(self.arena)
         self._libraries: dict[str, Library] = {}
         self._defines: dict[str, int] = {}
@@ -110,6 +117,9 @@ class Session:
         self._code_index: tuple[list[int], list[tuple[int, Unit]]] | None = None
         self._forking = False
         self._seq = 0
+        # notified of every link commit and unit removal; empty unless a debug feature is on
+        self.observers: list[debug.Observer] = debug.observers_for(
+            self, debug_info=debug_info, perf_map=perf_map, jitdump=jitdump)
         self._closed = False
         _open_sessions.add(self)
 
@@ -208,7 +218,7 @@ class Session:
             if addr:
                 self._process_cache[name] = addr
                 return addr
-        addr = _dlsym(None, bname)
+        addr = _dlsym(None, bname) or platform.implicit_symbol(name)
         if addr:
             self._process_cache[name] = addr
             return addr
@@ -241,6 +251,11 @@ class Session:
             lib = self._runtime_library("hotlink.runtime.cxx", runtime.CXX_IR)
             self._guarded = runtime.guarded_caller(lib.definitions["hotlink_guarded_call"].address)
         return self._guarded
+
+    def thread_atexit(self) -> int:
+        """Address of the runtime's ``hotlink_thread_atexit`` (linked on first use)."""
+        lib = self._runtime_library("hotlink.runtime.thread_atexit", runtime.THREAD_ATEXIT_IR)
+        return lib.definitions["hotlink_thread_atexit"].address
 
     def runtime_function(self, name: str, restype: Any = None, argtypes: Sequence[Any] = ()) -> Any:
         """A ctypes function for one of hotlink's runtime functions (e.g. for
@@ -301,6 +316,12 @@ class Session:
             return rest[i][1]
         return None
 
+    def symbolize(self, address: int) -> debug.Symbolized | None:
+        """The library, unit, symbol and offset of an address in live JIT code
+        (an entry stub names the function it leads to); None elsewhere."""
+        with self.lock:
+            return debug.symbolize(self, address, self._unit_at(address))
+
     # --- state --------------------------------------------------------------
 
     def memory(self) -> MemoryStats:
@@ -309,14 +330,14 @@ class Session:
             if not self._closed:
                 arena.flush()
             stats = MemoryStats()
-            for name, pool in zip(POOL_NAMES, arena.pools):
+            for name, pool in arena.named_pools():
                 stats.pools[name] = (pool.mapped, pool.used)
                 stats.mapped += pool.mapped
                 stats.used += pool.used
             stats.resident = arena.resident() if not self._closed else 0
             stats.retired = self.reclaimer.retired_bytes
-            stats.got_entries = len(self.tables.got.entries)
-            stats.stubs = len(self.tables.far_stubs.entries)
+            stats.got_entries, stats.stubs = self.tables.counts()
+            stats.debug = sum(o.memory() for o in self.observers)
             for name, lib in self._libraries.items():
                 m = LibraryMemory(units=len(lib.units), symbols=len(lib.definitions))
                 for u in lib.units:

@@ -18,6 +18,7 @@ leaves a unit half removed.
 """
 from __future__ import annotations
 
+import ctypes
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from .tables import release_all
 if TYPE_CHECKING:
     from .library import Unit
     from .session import Session
+    from .tls import TlsModule
 
 
 def unlink(session: Session, units: list[Unit]) -> None:
@@ -51,8 +53,9 @@ def _unlink_one(session: Session, unit: Unit) -> None:
         for error in errors:
             warnings.warn(f"hotlink: a finalizer of unit {unit.name!r} ({lib.name}) threw {error}",
                           RuntimeWarning, stacklevel=4)
-    if x is not None and x.dso:
-        platform.unbind_dso(x.dso)
+    dso = x.platform.get("__dso_handle") if x is not None else None
+    if dso:
+        platform.forget_dso(dso)
     # unpublish, restoring what the unit's definitions shadowed
     entries = unit.own_entry_stubs()          # patchable functions nobody took over
     lib.unpublish(unit)
@@ -63,20 +66,38 @@ def _unlink_one(session: Session, unit: Unit) -> None:
         if dep.users is not None:
             dep.users.discard(unit)
     # retire
+    for o in session.observers:    # debuggers and profilers (debug/) forget its code
+        o.unlinked(unit)
     blocks = unit.blocks
     for entry in entries:
         entry.alive = False
         del lib.entry_stubs[entry.name]
         blocks += [pack_block(p, a, n) for p, a, n in patch.blocks(entry)]
     got, stubs = (x.got, x.stubs) if x is not None else ((), ())
+    modules = x.tls if x is not None else None
+    counter = x.platform.get("thread_dtors") if x is not None else None
     unit.deps = unit.extra = None
     unit.blocks, unit.names = [], ()
-    session.reclaimer.retire(sum(b >> 50 for b in blocks), lambda: release(session, blocks, got, stubs))
+    nbytes = sum(b >> 50 for b in blocks)
+
+    def release_when_unused() -> None:
+        if counter and ctypes.c_int64.from_address(counter).value > 0:
+            # threads still hold its thread_local objects: their destructors
+            # (its code) run at those threads' exit
+            session.reclaimer.retire_again(nbytes, release_when_unused)
+            return
+        release(session, blocks, got, stubs, modules)
+
+    session.reclaimer.retire(nbytes, release_when_unused)
 
 
-def release(session: Session, blocks: list[int], got: Sequence[int], stubs: Sequence[int]) -> None:
+def release(session: Session, blocks: list[int], got: Sequence[int], stubs: Sequence[int],
+            modules: Sequence[TlsModule] | None = None) -> None:
     """Free what a unit left behind; runs in whichever thread ends its grace
-    period, so it takes only the arena's lock, never the session's."""
+    period, so it takes only the arena's lock, never the session's.  Its TLS
+    modules are unloaded, which frees every thread's block of them."""
+    for module in modules or ():
+        module.close()
     unpacked = [unpack_block(b) for b in blocks]
     for _, addr, _, frame in unpacked:
         if frame:

@@ -20,7 +20,9 @@ ABI facts this file relies on (System V x86-64 psABI):
 * The large code model (llvmlite's default) uses 64-bit forms: ``64``,
   ``PC64``, ``GOT64``, ``GOTOFF64``, ``GOTPC64``, ``PLTOFF64``; any address
   reaches, and the GOT base may be any address of the unit.
-* TLS relocations need the dynamic loader's TLS blocks; not supported.
+* TLS relocations get their values from ``tls.py`` (module IDs, offsets,
+  GOT words and ``{module, offset}`` pairs), computed before the fixups;
+  TLS descriptors are relaxed to initial exec.
 
 Relocations are applied in two passes over the whole link, as mold and
 JITLink do:
@@ -133,8 +135,6 @@ _BRANCH_OPCODES = (0xE8, 0xE9)   # call rel32, jmp rel32
 _i32 = struct.Struct("<i").pack_into
 _u32 = struct.Struct("<I").pack_into
 _u64 = struct.Struct("<Q").pack_into
-_u16 = struct.Struct("<H").pack_into
-_u8 = struct.Struct("<B").pack_into
 # what a ``struct`` write raises for a value out of range or a field out of
 # the buffer (IndexError, OverflowError: an offset beyond any buffer)
 _WRITE_ERRORS = (struct.error, OverflowError, IndexError)
@@ -353,11 +353,13 @@ class Fixups:
     from the scan's ``SectionPlan``; ``got``/``stubs`` map targets to the
     entries acquired for them."""
 
-    __slots__ = ("obj", "values", "got_base", "got", "stubs", "sizes", "section", "base")
+    __slots__ = ("obj", "values", "got_base", "got", "stubs", "sizes", "tls", "section", "base")
 
     def __init__(self, obj: ObjectNames, values: Sequence[int], got_base: int,
-                 got: Mapping[int, int], stubs: Mapping[int, int], sizes: Callable[[int], int]) -> None:
+                 got: Mapping[int, int], stubs: Mapping[int, int], sizes: Callable[[int], int],
+                 tls: Mapping[tuple[int, int], int] | None = None) -> None:
         self.obj = obj
+        self.tls = tls or {}        # (TLS kind, symbol) -> what it writes (tls.py, linker.thread_locals)
         self.values = values
         self.got_base = got_base
         self.got = got
@@ -392,9 +394,10 @@ class Fixups:
         try:
             write_common(buf, relocs, self.values, self.base)
         except _WRITE_ERRORS:
-            for off, kind, si, a in relocs:      # one failed: the checked writers say which
+            # one failed: the checked writers say which, or write it (they
+            # take values modulo 2**64, which ``struct`` does not)
+            for off, kind, si, a in relocs:
                 self._write(buf, off, kind, si, a, -1, _NOTHING_DECIDED)
-            raise
 
     def _write(self, buf: bytearray, off: int, kind: int, si: int, a: int, i: int, plan: SectionPlan) -> None:
         """Relocation ``i`` (its fields unpacked) through the checked writers."""
@@ -402,7 +405,13 @@ class Fixups:
         p = self.base + off
         gb = self.got_base
         if kind == _PLT32 or kind == _PC32:
-            write_i32(buf, off, (self.stubs[s] if i in plan.via_stub else s) + a - p, self, kind, si)
+            if i in plan.via_stub:
+                # PLT32 is L + A - P, the stub being L; a PC32 branch may use
+                # it only to go to S itself (call/jmp rel32: A = -4)
+                if kind == _PC32 and a != -4:
+                    raise self.error(buf, off, 4, s + a - p, kind, si)
+                s = self.stubs[s]
+            write_i32(buf, off, s + a - p, self, kind, si)
         elif kind == _R64:
             write_u64(buf, off, s + a, self, kind, si)
         elif kind in _GOTPCREL_KINDS:
@@ -429,9 +438,11 @@ class Fixups:
         elif kind == Reloc.GOTPCREL64:
             write_u64(buf, off, self.got[s] + a - p, self, kind, si)
         elif kind == Reloc.GOT32:
+            # signed (mold: unsigned): the shared GOT table may lie below the
+            # unit's GOT base, and the CPU sign-extends a 32-bit displacement
             write_i32(buf, off, self.got[s] - gb + a, self, kind, si)
         elif kind == Reloc.SIZE32:
-            write_u32(buf, off, (self.sizes(si) + a) & 0xFFFFFFFF, self, kind, si)
+            write_u32(buf, off, self.sizes(si) + a, self, kind, si)
         elif kind == Reloc.SIZE64:
             write_u64(buf, off, self.sizes(si) + a, self, kind, si)
         elif kind == Reloc.PC16:
@@ -442,8 +453,35 @@ class Fixups:
             write_small(buf, off, s + a - p, self, kind, si, 1)
         elif kind == Reloc.R8:
             write_small(buf, off, s + a, self, kind, si, 1)
+        elif kind in TLS_KINDS:
+            self._thread_local(buf, off, kind, si, a, p)
         elif kind != _NONE:
             raise self.unsupported(off, kind, si)
+
+    def _thread_local(self, buf: bytearray, off: int, kind: int, si: int, a: int, p: int) -> None:
+        """A TLS relocation; ``self.tls`` holds its value: the address of the
+        GOT word or ``{module, offset}`` pair, or the offset or module itself."""
+        v = self.tls.get((kind, si))
+        if v is None:
+            raise self.unsupported(off, kind, si)
+        if kind == Reloc.GOTTPOFF or kind == Reloc.TLSGD or kind == Reloc.TLSLD:
+            write_i32(buf, off, v + a - p, self, kind, si)
+        elif kind == Reloc.GOTPC32_TLSDESC:
+            # TLS descriptors relaxed to initial exec, as ld does for static TLS:
+            # lea x@tlsdesc(%rip), %rax -> mov x@gottpoff(%rip), %rax
+            if bytes(buf[max(off - 3, 0):off]) not in (b"\x48\x8d\x05", b"\x4c\x8d\x05"):
+                raise self.unsupported(off, kind, si)
+            buf[off - 2] = 0x8B
+            write_i32(buf, off, v + a - p, self, kind, si)
+        elif kind == Reloc.TLSDESC_CALL:
+            # call *x@tlsdesc(%rax) -> xchg %ax, %ax (two-byte nop): %rax holds the offset
+            if bytes(buf[off:off + 2]) != b"\xff\x10":
+                raise self.unsupported(off, kind, si)
+            buf[off:off + 2] = b"\x66\x90"
+        elif kind == Reloc.TPOFF32 or kind == Reloc.DTPOFF32:
+            write_i32(buf, off, v + a, self, kind, si)
+        else:                                           # TPOFF64, DTPOFF64, DTPMOD64
+            write_u64(buf, off, v + a, self, kind, si)
 
     # --- messages --------------------------------------------------------
 
@@ -467,37 +505,51 @@ class Fixups:
             return MalformedObjectError(f"{where}: {name} lies outside the section ({len(buf)} bytes)")
         p = self.base + off
         if kind == _PC32 or kind == _PLT32:
+            # code below 2 GiB is there because it is not position-independent (arena.LOW_LIMIT)
+            why = (" (this object is not position-independent, so it was placed below 2 GiB, out of "
+                   "reach of shared libraries' data: compile it with -fPIC)") if p < 1 << 31 else ""
             return UnsupportedRelocationError(
                 f"{where}: {name} to {self.obj.symbol_name(si)} at {self.values[si]:#x} is out of the "
-                f"+-2 GiB range of {p:#x}")
+                f"+-2 GiB range of {p:#x}{why}")
         if kind == Reloc.R32 or kind == Reloc.R32S:
             return UnsupportedRelocationError(
                 f"{where}: {name} to {self.obj.symbol_name(si)} at {value:#x} is out of range "
-                f"(absolute 32-bit addresses must lie below 2 GiB, and the arena is near libc "
-                f"at {p:#x}): compile with -fPIC")
+                f"(absolute 32-bit addresses must lie below {'4' if kind == Reloc.R32 else '2'} GiB; "
+                f"hotlink places non-PIC objects there, but not what they reference in shared "
+                f"libraries): compile with -fPIC")
         if kind in _SMALL_BITS:
+            sign = "a signed" if kind == Reloc.PC16 or kind == Reloc.PC8 else "an unsigned"
             return UnsupportedRelocationError(
-                f"{where}: {name} to {self.obj.symbol_name(si)} does not fit in {_SMALL_BITS[kind]} bits")
+                f"{where}: {name} to {self.obj.symbol_name(si)}: {value} does not fit in {sign} "
+                f"{_SMALL_BITS[kind]}-bit field")
         target = "_GLOBAL_OFFSET_TABLE_" if kind == Reloc.GOTPC32 else self.obj.symbol_name(si)
-        return UnsupportedRelocationError(f"{where}: {name} to {target} does not fit in 32 bits ({value:#x})")
+        sign = "an unsigned" if kind == Reloc.SIZE32 else "a signed"
+        return UnsupportedRelocationError(f"{where}: {name} to {target}: {value:#x} does not fit in {sign} "
+                                          f"32-bit field")
 
 
 # --- checked writers: range and bounds in one step -------------------------
 
 def write_i32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
-    """A signed 32-bit field."""
+    """A signed 32-bit field (PC32, PLT32, 32S, GOTPC32, the GOTPCREL forms, GOT32)."""
     try:
         _i32(buf, off, value)
     except _WRITE_ERRORS:
-        raise fx.error(buf, off, 4, value, kind, si) from None
+        try:
+            _i32(buf, off, _wrapped(value, True))
+        except _WRITE_ERRORS:
+            raise fx.error(buf, off, 4, value, kind, si) from None
 
 
 def write_u32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
-    """An unsigned 32-bit field."""
+    """An unsigned 32-bit field (32, SIZE32)."""
     try:
         _u32(buf, off, value)
     except _WRITE_ERRORS:
-        raise fx.error(buf, off, 4, value, kind, si) from None
+        try:
+            _u32(buf, off, _wrapped(value, False))
+        except _WRITE_ERRORS:
+            raise fx.error(buf, off, 4, value, kind, si) from None
 
 
 def write_u64(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int) -> None:
@@ -508,12 +560,24 @@ def write_u64(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: i
         raise fx.error(buf, off, 8, value, kind, si) from None
 
 
+# PC8/PC16 are signed, 8/16 unsigned: the ranges mold (arch-x86-64.cc) and
+# LLVM JITLink (Pointer8/16 isUInt, Delta8 isInt) check.  GNU ld checks 8,
+# 16 and PC16 only as bit fields (either range): a PC16 of 40000 becomes -25536.
+_SMALL: dict[int, Callable[..., None]] = {
+    Reloc.R16: struct.Struct("<H").pack_into, Reloc.PC16: struct.Struct("<h").pack_into,
+    Reloc.R8: struct.Struct("<B").pack_into, Reloc.PC8: struct.Struct("<b").pack_into}
+
+
 def write_small(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: int, size: int) -> None:
-    """A 16- or 8-bit field, signed or unsigned."""
-    bits = size * 8
+    """A 16- or 8-bit field, signed (PC16, PC8) or unsigned (16, 8)."""
     try:
-        if not -(1 << (bits - 1)) <= value < (1 << bits):
-            raise OverflowError
-        (_u16 if size == 2 else _u8)(buf, off, value & ((1 << bits) - 1))
+        _SMALL[kind](buf, off, _wrapped(value, kind == Reloc.PC16 or kind == Reloc.PC8))
     except _WRITE_ERRORS:
         raise fx.error(buf, off, size, value, kind, si) from None
+
+
+def _wrapped(value: int, signed: bool) -> int:
+    """``value`` modulo 2**64, as the psABI computes: to a signed field an
+    absolute symbol at 0xffff_ffff_ffff_fff8 is -8."""
+    v = value & _MASK64
+    return v - (1 << 64) if signed and v >> 63 else v

@@ -301,19 +301,3 @@ def test_global_in_a_section_that_is_not_loaded_is_refused(session, toolchain):
         lib.add(obj)
     assert lib.units == [] and "g" not in lib and "f" not in lib
     assert session.memory().used == used
-
-
-def test_ifunc_definitions_are_refused_not_bound_to_their_resolver(session, compile_c):
-    """Never a wrong result: an IFUNC bound to its resolver returns garbage
-    (libm's ``floor(2.7)`` returned 2.7). Until resolvers run, refuse."""
-    obj = compile_c(r"""
-        static int impl(int x) { return x * 2; }
-        static int (*resolve(void))(int) { return impl; }
-        int twice(int x) __attribute__((ifunc("resolve")));
-        int call_twice(int x) { return twice(x) + 1; }
-    """, "-fPIC")
-    lib = session.library("i")
-    used = session.memory().used
-    with pytest.raises(hotlink.UnsupportedRelocationError, match=r"'twice' is an IFUNC"):
-        lib.add(obj)
-    assert lib.units == [] and "twice" not in lib and session.memory().used == used

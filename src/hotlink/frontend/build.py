@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import CompileError
 from .cache import ObjectCache, job_key
 from .jobs import CompileJob, Options, Source
+from .prototypes import with_declarations
 from .source import ClassifiedSource, classify
 from .worker import message, run_job
 
@@ -30,10 +31,11 @@ def load_source(session: Session, source: object, options: Mapping[str, Any]) ->
     src, own = _classify(source, options, opts)
     if src.kind.linkable:
         return src.data, src.name
-    r = compile_jobs(session, [CompileJob.from_source(src, own)], opts, parallel=False)[0]
+    job = CompileJob.from_source(src, own)
+    r = compile_jobs(session, [job], opts, parallel=False)[0]
     if isinstance(r, CompileError):
         raise r
-    return r, src.name
+    return with_declarations(r, job), src.name     # the unit keeps what its source declares
 
 
 def load_sources(session: Session, sources: Sequence[object], options: Mapping[str, Any],
@@ -56,8 +58,8 @@ def load_sources(session: Session, sources: Sequence[object], options: Mapping[s
         else:
             jobs.append((i, src.name, CompileJob.from_source(src, own)))
     if jobs:
-        for (i, name, _), r in zip(jobs, compile_jobs(session, [j for _, _, j in jobs], opts, parallel)):
-            out[i] = r if isinstance(r, CompileError) else (r, name)
+        for (i, name, job), r in zip(jobs, compile_jobs(session, [j for _, _, j in jobs], opts, parallel)):
+            out[i] = r if isinstance(r, CompileError) else (with_declarations(r, job), name)
     return filled(out)
 
 

@@ -40,7 +40,7 @@ def compiler(language: str, origin: str | None = None) -> list[str]:
         raise CompileError(f"{where}${var}={raw!r} is not a valid command line ({e})") from None
 
 
-def _base_args(job: CompileJob) -> list[str]:
+def base_args(job: CompileJob) -> list[str]:
     o = job.options
     march = ["-march=native"] if o.cpu == "host" else ([f"-march={o.cpu}"] if o.cpu else [])
     # -x: the language does not depend on the file name (C text, or language= on any file)
@@ -63,7 +63,7 @@ def compile_c(job: CompileJob) -> bytes:
     with tempfile.TemporaryDirectory(prefix="hotlink-cc-") as tmp:
         out = os.path.join(tmp, "out.o")
         src = job.path if job.path is not None else "-"
-        cmd = [*compiler(job.language, job.origin), *_base_args(job), "-c", src, "-o", out]
+        cmd = [*compiler(job.language, job.origin), *base_args(job), "-c", src, "-o", out]
         proc = _run(cmd, job, None if job.path is not None else job.data, "compile")
         if proc.returncode != 0:
             raise CompileError(f"{job.origin}: the {job.language.upper()} compiler failed "
@@ -119,7 +119,7 @@ def preprocess(job: CompileJob) -> bytes | None:
     changed header is a different key); None if preprocessing fails (the
     compile will then report the error)."""
     src = job.path if job.path is not None else "-"
-    cmd = [*compiler(job.language, job.origin), *_base_args(job), "-E", src]
+    cmd = [*compiler(job.language, job.origin), *base_args(job), "-E", src]
     proc = _run(cmd, job, None if job.path is not None else job.data, "preprocess")
     return proc.stdout if proc.returncode == 0 else None
 

@@ -125,7 +125,7 @@ def classify(source: object, language: str | None = None) -> ClassifiedSource:
     """
     lang = normalize_language(language)
     if isinstance(source, (bytes, bytearray, memoryview)):       # first: the common case of a tiny add
-        data = bytes(source)
+        data = source if isinstance(source, bytes) else bytes(source)   # a CompiledObject keeps its declarations
         kind = _kind(data, lang, magic=lang is None)
         origin = "<bytes>"
     elif isinstance(source, os.PathLike):

@@ -1,12 +1,16 @@
+#!/usr/bin/env python3
 """Run every benchmark in ``benchmarks/``, record the machine, write
 ``results.json`` and render the plots.
 
-    python -m hotlink.bench [--quick] [--output DIR] [--only NAME,...]
-    hotlink bench ...                      (the same)
-    python -m hotlink.bench --table [RESULTS]   print the table of a results file
-    python -m hotlink.bench --readme [RESULTS] [--check]
-                                            rewrite (or check) README.md's figures
-    python -m hotlink.bench --figures [RESULTS] list the figure names README.md can use
+    python benchmarks/run.py [--quick] [--output DIR] [--only NAME,...]   (make bench)
+    python benchmarks/run.py --table [RESULTS]   print the table of a results file
+    python benchmarks/run.py --readme [RESULTS] [--check]
+                                               rewrite (or check) README.md's figures
+    python benchmarks/run.py --figures [RESULTS] list the figure names README.md can use
+
+A script of the repository, not a command of the installed package: it
+measures the hotlink of the checkout it sits in (``src/`` first on the path,
+for itself and for every benchmark it runs).
 
 Each benchmark script runs as its own subprocess with ``--json PATH`` (and
 ``--quick`` for a smoke run); each one compares hotlink with the
@@ -18,7 +22,7 @@ scripts' JSON of this run, nothing is typed in by hand.
 One benchmark lives here rather than in ``benchmarks/`` because no script
 measures it: link latency of a whole real archive (Debian's ``libz.a`` and
 ``liblua5.4.a``), hotlink vs LLJIT, interleaved.  It also runs as a
-subprocess (``python -m hotlink.bench --archive-child --json PATH``).
+subprocess (``python benchmarks/run.py --archive-child --json PATH``).
 
 The plots are drawn by ``benchmarks/plots.py`` (matplotlib) from the
 results file, also in a subprocess, so the runner itself needs only ``rich``.
@@ -61,6 +65,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+BENCH_DIR = Path(__file__).resolve().parent
+SRC = BENCH_DIR.parent / "src"
+if (SRC / "hotlink").is_dir() and str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))      # the checkout's hotlink, not an installed one
+
 SCHEMA = 1
 
 # The benchmarks the README's Performance section is built from, in the
@@ -68,7 +77,7 @@ SCHEMA = 1
 # not ``plots.py``) runs too, after these, and is recorded as it reports.
 EXPECTED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch", "compile_parallel")
 BUILTIN = {"archive_latency"}
-NOT_BENCHMARKS = {"plots"}
+NOT_BENCHMARKS = {"plots", "run"}
 
 ARCHIVES = {
     "zlib": Path("/usr/lib/x86_64-linux-gnu/libz.a"),
@@ -90,19 +99,17 @@ def package_root() -> Path:
     """The directory that holds the ``hotlink`` package being run (``src``
     in a checkout): children get it first on PYTHONPATH, so every
     benchmark measures this very hotlink."""
-    return Path(__file__).resolve().parent.parent
+    import hotlink
+    return Path(hotlink.__file__).resolve().parent.parent
 
 
 def find_benchmarks_dir(explicit: str | None) -> Path:
     if explicit:
         d = Path(explicit)
     else:
-        d = package_root().parent / "benchmarks"        # src/hotlink/bench.py -> <repo>/benchmarks
-        if not d.is_dir():
-            d = Path.cwd() / "benchmarks"
+        d = BENCH_DIR                                   # this script's directory
     if not d.is_dir():
-        raise SystemExit(f"hotlink bench: no benchmarks directory at {d} "
-                         "(run from a checkout of hotlink, or pass --benchmarks DIR)")
+        raise SystemExit(f"benchmarks/run.py: no benchmarks directory at {d}")
     return d.resolve()
 
 
@@ -184,7 +191,7 @@ def machine_info(repo: Path | None = None) -> dict[str, Any]:
             info[dist] = version(dist)
         except PackageNotFoundError:
             info[dist] = None
-    from . import __version__ as hl_version
+    from hotlink import __version__ as hl_version
     info["hotlink"] = hl_version
     if repo is not None:
         commit = _cmd_out(["git", "rev-parse", "HEAD"], cwd=repo)
@@ -199,7 +206,7 @@ def machine_info(repo: Path | None = None) -> dict[str, Any]:
 
 def _archive_members(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
     """The archive's members (ELF objects) and the global symbols its index names."""
-    from .archive import Archive
+    from hotlink.archive import Archive
     a = Archive(data, path)
     members = [data[m.data_start:m.data_start + m.size] for m in a.members.values()]
     members = [m for m in members if m[:4] == b"\x7fELF"]
@@ -423,7 +430,7 @@ def cpu_report(before: tuple[float, float, float], after: tuple[float, float, fl
 
 def command_for(name: str, bdir: Path, quick: bool, json_path: Path) -> list[str] | None:
     if name in BUILTIN:
-        cmd = [sys.executable, "-m", "hotlink.bench", "--archive-child"]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--archive-child"]
     else:
         script = bdir / f"{name}.py"
         if not script.is_file():
@@ -554,7 +561,7 @@ def summaries(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 #     ...                                       compile_table or plots
 #     <!-- /figures -->
 #
-# ``python -m hotlink.bench --figures`` lists every name with its text.
+# ``python benchmarks/run.py --figures`` lists every name with its text.
 
 class FigureError(ValueError):
     """README.md names a figure the results file cannot give, or its markers are malformed."""
@@ -1058,7 +1065,7 @@ def run_suite(names: list[str], bdir: Path, quick: bool, timeout: float | None,
             jpath = Path(tmp) / f"{name}.json"
             cmd = command_for(name, bdir, quick, jpath)
             prog.start(name)
-            rec: dict[str, Any] = {"script": "hotlink.bench (built in)" if name in BUILTIN
+            rec: dict[str, Any] = {"script": "benchmarks/run.py (built in)" if name in BUILTIN
                                    else f"{bdir.name}/{name}.py"}
             if cmd is None:
                 rec.update(status="skipped",
@@ -1131,7 +1138,7 @@ def render_plots(results_path: Path, out_dir: Path, bdir: Path) -> tuple[list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="hotlink bench", description=__doc__.split("\n\n")[0].replace("``", ""))
+    ap = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0].replace("``", ""))
     ap.add_argument("--quick", action="store_true", help="smoke run: every benchmark in its --quick mode (< 1 min)")
     ap.add_argument("--output", metavar="DIR",
                     help="where results.json and the PNGs go (default: the benchmarks directory)")
@@ -1198,9 +1205,9 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     machine = machine_info(bdir.parent)
-    cmdline = "python -m hotlink.bench" + "".join(f" {shlex.quote(a)}"
-                                                  for a in (sys.argv[1:] if argv is None else argv))
-    print(f"hotlink bench{' --quick' if args.quick else ''}: {len(names)} benchmarks from {bdir}\n"
+    cmdline = "python benchmarks/run.py" + "".join(f" {shlex.quote(a)}"
+                                                   for a in (sys.argv[1:] if argv is None else argv))
+    print(f"benchmarks/run.py{' --quick' if args.quick else ''}: {len(names)} benchmarks from {bdir}\n"
           f"machine: {machine_line(machine)}", file=sys.stderr, flush=True)
     load_start = os.getloadavg()
     benches = run_suite(names, bdir, args.quick, timeout, plain, args.retries)
