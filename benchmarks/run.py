@@ -503,6 +503,7 @@ def summarize_hotpatch(d: dict[str, Any]) -> dict[str, Any]:
     return {"ns_per_call": dict(st["ns_per_call"]), "stub_extra_ns": st["stub_extra_ns"],
             "calls_per_rep": st.get("calls_per_rep"), "reps": st.get("reps"),
             "hotlink_replace_us": rp["hotlink_replace_us"], "lljit_relink_us": rp["lljit_relink_us"],
+            "hotlink_prepare_us": rp.get("hotlink_prepare_us"), "hotlink_commit_us": rp.get("hotlink_commit_us"),
             "replace_iterations": rp.get("iterations")}
 
 
@@ -744,6 +745,9 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
         F["hotpatch.replace.lljit"] = _fmt(hp["lljit_relink_us"], "µs")
         if hp.get("replace_iterations"):
             F["hotpatch.replace.iterations"] = _count(hp["replace_iterations"])
+        if hp.get("hotlink_commit_us") is not None:
+            F["hotpatch.replace.prepare"] = _fmt(hp["hotlink_prepare_us"], "µs")
+            F["hotpatch.replace.commit"] = _fmt(hp["hotlink_commit_us"], "µs")
 
     cp = S.get("compile_parallel")
     if cp:
@@ -816,6 +820,9 @@ def table(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
                      g("hotpatch.call.plt", "—"), "—", "—"])
         rows.append(["replace a tiny function (median; LLJIT: link new library + drop old)",
                      F["hotpatch.replace.hotlink"], "—", F["hotpatch.replace.lljit"], "—"])
+        if "hotpatch.replace.commit" in F:
+            rows.append(["prepared replace: `prepare_replace` (off the hot path) / `commit` (the swap)",
+                         f"{F['hotpatch.replace.prepare']} / {F['hotpatch.replace.commit']}", "—", "—", "—"])
     if "compile_parallel" in S:
         rows.append([f"compile {F['compile.modules']} IR modules: 1 → 2 worker processes (median)",
                      f"{F['compile.one_worker']} → {F['compile.two_workers']} ({F['compile.speedup']})",

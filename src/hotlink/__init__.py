@@ -18,12 +18,12 @@ from .errors import (
 )
 from .frontend import BoundIR, Source, bind_to_host
 from .host import AmbiguousSymbolError, HostSymbol, HostSymbols
-from .library import Library, Unit
+from .library import Library, PendingReplace, Unit
 from .session import MemoryStats, Session
 from .signature import Signature, SignatureError
 
 __all__ = [
-    "Session", "Library", "Unit", "Function", "MemoryStats",
+    "Session", "Library", "Unit", "PendingReplace", "Function", "MemoryStats",
     "LinkError", "MalformedObjectError", "UndefinedSymbolError", "DuplicateSymbolError",
     "UnsupportedRelocationError", "DependencyError", "CompileError", "SymbolNotFoundError",
     "SessionClosedError", "InitializerError", "AmbiguousSymbolError",

@@ -151,6 +151,7 @@ class Library:
         self._units: list[Unit] = []
         self._archives: list[Unit] = []     # archive units, oldest first (they may offer members again)
         self.entry_stubs: dict[str, EntryStub] = {}      # patchable libraries: function -> entry stub
+        self.changes = 0        # bumped by every commit and unlink touching it (PendingReplace checks it)
 
     @property
     def units(self) -> list[Unit]:
@@ -296,29 +297,29 @@ class Library:
     def link_sources(self, loaded: list[tuple[bytes, str | None]], replacing: Unit | None = None) -> list[Unit]:
         """The one path that links sources into this library: each (bytes,
         unit name) becomes a unit, in one transaction."""
-        session = self.session
-        with session.lock:
+        with self.session.lock:
             self.check_open()
-            job = LinkTransaction(session, replacing)
-            units = []
-            for data, uname in loaded:
-                unit = session.new_unit(self, uname)
-                if isinstance(data, CompiledObject):     # what its source declares, for function(sym)
-                    unit.extras().declarations = data.declarations
-                if is_archive(data):
-                    job.add_archive(self, unit, Archive(data, unit.name))
-                elif is_elf(data):
-                    job.add_object(self, ObjectFile(data, unit.name), unit)
-                else:
-                    raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
-                units.append(unit)
-            if replacing is None:
-                job.run()
-            else:
-                with GATE:      # the new unit is committed and the old one unlinked as one step
-                    job.run()
-                    session.unlink_units([replacing])
+            job, units = self._transaction(loaded, replacing)
+            job.run()
             return units
+
+    def _transaction(self, loaded: list[tuple[bytes, str | None]],
+                     replacing: Unit | None) -> tuple[LinkTransaction, list[Unit]]:
+        session = self.session
+        job = LinkTransaction(session, replacing)
+        units = []
+        for data, uname in loaded:
+            unit = session.new_unit(self, uname)
+            if isinstance(data, CompiledObject):     # what its source declares, for function(sym)
+                unit.extras().declarations = data.declarations
+            if is_archive(data):
+                job.add_archive(self, unit, Archive(data, unit.name))
+            elif is_elf(data):
+                job.add_object(self, ObjectFile(data, unit.name), unit)
+            else:
+                raise LinkError(f"{uname or '<bytes>'}: not an ELF object or an ar archive")
+            units.append(unit)
+        return job, units
 
     def replace(self, unit: Unit, source: Any, *, name: str | None = None, **options: Any) -> Unit:
         """Link ``source`` and swap it in for ``unit`` as one step: lookups from
@@ -328,6 +329,16 @@ class Library:
         directly would be left pointing at freed code, so they make this a
         DependencyError.
         """
+        pending = self.prepare_replace(unit, source, name=name, **options)
+        pending._defer = False
+        return pending.commit()
+
+    def prepare_replace(self, unit: Unit, source: Any, *, name: str | None = None,
+                        **options: Any) -> PendingReplace:
+        """Link ``source`` as ``unit``'s replacement, run its initializers, and
+        stop short of the swap: ``.commit()`` swaps it in (a few stores: slots,
+        symbols) and retires ``unit``; ``.abort()`` drops it.  An autotuner
+        prepares off its hot path and commits when it chooses."""
         session = self.session
         data, origin = load_source(session, source, options)
         with session.lock:
@@ -346,7 +357,9 @@ class Library:
                     raise DependencyError(f"cannot replace unit {unit.name!r} by an archive while others call it")
             elif is_elf(data):
                 self._check_stubs_kept(unit, ObjectFile(data, uname or "<bytes>"))
-            return self.link_sources([(data, uname)], replacing=unit)[0]
+            job, units = self._transaction([(data, uname)], unit)
+            job.prepare()
+            return PendingReplace(self, unit, units[0], job)
 
     def _check_stubs_kept(self, unit: Unit, obj: ObjectFile) -> None:
         """Entry stubs others call must survive a replace: the new object has
@@ -423,6 +436,65 @@ class Library:
 
     def __repr__(self) -> str:
         return f"<hotlink.Library {self.name!r} units={len(self._units)}>"
+
+
+class PendingReplace:
+    """A replacement linked and initialized by ``Library.prepare_replace``,
+    not yet visible.  ``commit()`` fails (and aborts) if the session changed
+    under it in a way that matters: the old unit went away, a unit it binds
+    to was removed, or a library it publishes into changed."""
+
+    def __init__(self, library: Library, old: Unit, new: Unit, job: LinkTransaction):
+        self.library = library
+        self.old = old
+        self.unit = new
+        self._job: LinkTransaction | None = job
+        self._seen = {lib: lib.changes for lib in job.libraries()}
+        self._defer = True      # the swap does not pay for freeing the old code (replace() does)
+
+    @property
+    def pending(self) -> bool:
+        return self._job is not None
+
+    def commit(self) -> Unit:
+        """Swap the new unit in and retire the old one, as one step."""
+        session = self.library.session
+        with session.lock:
+            job = self._job
+            if job is None:
+                raise LinkError(f"replacement of {self.old.name!r} was already committed or aborted")
+            stale = self._stale()
+            if stale:
+                self.abort()
+                raise LinkError(f"replacement of {self.old.name!r}: {stale} since prepare_replace; "
+                                f"nothing changed, prepare it again")
+            self._job = None
+            with GATE:      # the new unit is committed and the old one unlinked as one step
+                job.commit()
+                session.unlink_units([self.old], defer=self._defer)
+            return self.unit
+
+    def abort(self) -> None:
+        """Drop the prepared replacement (its destructors run, its memory is freed)."""
+        with self.library.session.lock:
+            job, self._job = self._job, None
+            if job is not None:
+                with GATE:
+                    job.abort()
+
+    def _stale(self) -> str | None:
+        if not self.old.alive:
+            return f"unit {self.old.name!r} was removed"
+        for lib, seen in self._seen.items():
+            if lib.changes != seen or not lib.alive:
+                return f"library {lib.name!r} changed"
+        assert self._job is not None
+        dead = self._job.dead_dependency()
+        return f"{dead}, which it binds to, was removed" if dead else None
+
+    def __repr__(self) -> str:
+        state = "pending" if self._job is not None else "done"
+        return f"<hotlink.PendingReplace {self.old.name!r} -> {self.unit.name!r} ({state})>"
 
 
 def inferred_signature(d: Definition, symbol: str) -> Signature:

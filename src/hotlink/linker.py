@@ -709,6 +709,12 @@ class LinkTransaction:
     def run(self) -> None:
         """Every stage, then commit; on failure or interrupt, leave no trace."""
         with GATE:
+            self.prepare()
+            self.commit()
+
+    def prepare(self) -> None:
+        """Every stage up to commit; on failure or interrupt, leave no trace."""
+        with GATE:
             try:
                 self.gather()
                 self.place()
@@ -722,7 +728,21 @@ class LinkTransaction:
             except BaseException:
                 self.abort()
                 raise
-            self.commit()
+
+    def libraries(self) -> set[Library]:
+        """The libraries this transaction publishes into or pulls from."""
+        return {*self.pending, *(u.library for u in self.units), *(u.library for u, _ in self.pulled)}
+
+    def dead_dependency(self) -> str | None:
+        """A unit or entry stub this transaction binds to that is gone (a
+        prepared transaction waits; the world may move on meanwhile)."""
+        for _, used in self.deps:
+            if not used.alive:
+                return f"unit {used.name!r}"
+        for _, entry in self.stub_uses:
+            if not entry.alive:
+                return f"entry stub {entry.name!r}"
+        return None
 
     def abort(self) -> None:
         guarded = self.session.guarded_call() if self.constructed else None
@@ -753,6 +773,8 @@ class LinkTransaction:
     def commit(self) -> None:
         """Make the transaction visible.  Nothing here can fail."""
         self.session.code_changed()
+        for lib in self.libraries():
+            lib.changes += 1
         for unit in self.units:
             unit.library.record_unit(unit)
         for lo in self.items:

@@ -88,12 +88,14 @@ class Reclaimer:
                 self._start_reaper()
         self._run(ready)
 
-    def retire_again(self, nbytes: int, release: Callable[[], None]) -> None:
-        """From a release that found its memory still in use (by a thread's
-        C++ thread_local objects): queue it again, to be retried by a later
-        poll, never by this one."""
+    def defer(self, nbytes: int, release: Callable[[], None]) -> None:
+        """``retire``, but never release anything in this call: for a release
+        that found its memory still in use (a thread's C++ thread_local
+        objects), and for the swap of a prepared replacement, which should not
+        pay for freeing (a later poll or the reaper does)."""
         with self._lock:
-            self._retired.append((self.epoch, 0, nbytes, release))
+            target = self.native.bump() if self.native is not None else 0
+            self._retired.append((self.epoch, target, nbytes, release))
             self.retired_bytes += nbytes
             self._start_reaper()
 

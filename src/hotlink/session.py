@@ -287,9 +287,9 @@ class Session:
         self._seq += 1
         return Unit(lib, name, self._seq)
 
-    def unlink_units(self, units: list[Unit]) -> None:
+    def unlink_units(self, units: list[Unit], defer: bool = False) -> None:
         """Remove ``units``, in this order; the caller holds the lock and checked dependents."""
-        unlink.unlink(self, units)
+        unlink.unlink(self, units, defer)
 
     def code_changed(self) -> None:
         """Units were committed or unlinked: the address index is stale."""

@@ -34,18 +34,20 @@ if TYPE_CHECKING:
     from .tls import TlsModule
 
 
-def unlink(session: Session, units: list[Unit]) -> None:
-    """Remove ``units`` in the given order (newest first)."""
+def unlink(session: Session, units: list[Unit], defer: bool = False) -> None:
+    """Remove ``units`` in the given order (newest first); ``defer``: leave
+    freeing to a later poll or the reaper thread even if it is safe now."""
     with GATE:
         for unit in units:
             if unit.alive:
-                _unlink_one(session, unit)
+                _unlink_one(session, unit, defer)
         session.code_changed()
 
 
-def _unlink_one(session: Session, unit: Unit) -> None:
+def _unlink_one(session: Session, unit: Unit, defer: bool) -> None:
     unit.alive = False
     lib = unit.library
+    lib.changes += 1
     x = unit.extra
     # finalize
     if x is not None and x.handlers:
@@ -84,11 +86,11 @@ def _unlink_one(session: Session, unit: Unit) -> None:
         if counter and ctypes.c_int64.from_address(counter).value > 0:
             # threads still hold its thread_local objects: their destructors
             # (its code) run at those threads' exit
-            session.reclaimer.retire_again(nbytes, release_when_unused)
+            session.reclaimer.defer(nbytes, release_when_unused)
             return
         release(session, blocks, got, stubs, modules)
 
-    session.reclaimer.retire(nbytes, release_when_unused)
+    (session.reclaimer.defer if defer else session.reclaimer.retire)(nbytes, release_when_unused)
 
 
 def release(session: Session, blocks: list[int], got: Sequence[int], stubs: Sequence[int],

@@ -20,6 +20,7 @@ nothing:
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import subprocess
@@ -27,7 +28,7 @@ import tempfile
 import threading
 from typing import Any
 
-from ..signature import STANDARD_TYPEDEFS, CType, Element, Param, Signature, SignatureError, identifiers, parse
+from ..signature import STANDARD_TYPEDEFS, CType, Param, Signature, SignatureError, identifiers, parse, scalar
 from .jobs import CompileJob
 from .source import is_bitcode
 
@@ -55,7 +56,7 @@ class Declarations:
 
     def __init__(self, job: CompileJob):
         self.job = job
-        self._signatures: dict[str, Signature | SignatureError] | None = None
+        self._signatures: dict[str, Signature | SignatureError] | SignatureError | None = None
         self._lock = threading.Lock()
 
     def signature(self, symbol: str) -> Signature:
@@ -63,14 +64,19 @@ class Declarations:
         define it or its type cannot be called."""
         with self._lock:
             if self._signatures is None:
-                self._signatures = self._infer()
+                try:
+                    self._signatures = self._infer()
+                except SignatureError as e:       # once: the compiler is not asked again
+                    self._signatures = e
+        if isinstance(self._signatures, SignatureError):
+            raise self._signatures.with_traceback(None)
         found = self._signatures.get(symbol)
         if found is None:
             raise SignatureError(f"{symbol}: {self.job.origin} defines no function of that name with a "
                                  f"signature hotlink could infer; pass a C declaration, "
                                  f"e.g. lib.function({symbol!r}, \"double(double *, long)\")")
         if isinstance(found, SignatureError):
-            raise found
+            raise found.with_traceback(None)
         return found
 
     def _infer(self) -> dict[str, Signature | SignatureError]:
@@ -127,7 +133,6 @@ def _ir_function(fn: Any, result_attrs: set[str], typed: list[str | None]) -> Si
 
 
 def _ir_type(t: str, attrs: set[str], typed: str | None, what: str) -> CType:
-    from ..signature import scalar
     if t == "void":
         return CType("void", None)
     if t in _IR_FLOATS:
@@ -147,7 +152,6 @@ def _ir_type(t: str, attrs: set[str], typed: str | None, what: str) -> CType:
         pointee: CType | None = _ir_type(typed, set(), None, what) if typed else None
         element = pointee.element if pointee is not None else None
         spelling = f"{'const ' if const else ''}{pointee.spelling if pointee else 'void'} *"
-        import ctypes
         return CType(spelling, ctypes.c_void_p, pointer=True, const=const, element=element)
     raise SignatureError(f"{what} has the LLVM type {t}, which hotlink cannot pass from Python "
                          f"(scalars up to 64 bits, floating point and pointers only)")
@@ -271,6 +275,3 @@ def _compiler_output(job: CompileJob, flag: str | None, extra: str) -> str:
         except FileNotFoundError:
             raise SignatureError(f"{job.origin}: the compiler ({cmd[0]}) wrote no prototypes with -aux-info "
                                  f"(only gcc does); pass a C declaration instead") from None
-
-
-__all__ = ["CompiledObject", "Declarations", "with_declarations", "Element"]
