@@ -56,6 +56,7 @@ import threading
 from collections.abc import Sequence
 from typing import SupportsIndex
 
+from . import forkcopy
 from .errors import LinkError
 from .libc import fallocate as _fallocate
 from .libc import libc_address
@@ -457,6 +458,7 @@ class Arena:
         self._fork_depth = 0
         self._fork_pending = False
         self._snapshots: list[int] | None = None
+        self._native_copy: list[tuple[int, int]] = []    # snapshot views the native prepare handler fills
 
     # --- regions and chunks ---------------------------------------------
 
@@ -739,10 +741,47 @@ class Arena:
         self._snapshots = None
         try:
             self._flush()
-            self._snapshots = self._snapshot()
+            forks = forkcopy.table()
+            self._snapshots = self._snapshot_for(forks) if forks is not None else self._snapshot()
         except Exception:
             # the child copies for itself (see fork_child); nothing can stop the fork
             pass
+
+    def _snapshot_for(self, forks: forkcopy.ForkTable) -> list[int] | None:
+        """Empty snapshot memfds, mapped here, and the fork table's entries
+        that fill them (glibc's last prepare handler) and map them over the
+        arena in the child (its first child handler): see forkcopy.py."""
+        regions = self.all_regions()
+        runs = [[(m.start(), m.end(), r.kinds[m.start()]) for m in _RUNS.finditer(r.kinds)] for r in regions]
+        if not forks.fits(sum(1 for rr in runs for *_, k in rr if k), sum(len(rr) + 1 for rr in runs)):
+            return self._snapshot()
+        fds: list[int] = []
+        try:
+            for r, rr in zip(regions, runs):
+                fd = os.memfd_create("hotlink-arena", os.MFD_CLOEXEC)
+                fds.append(fd)
+                os.ftruncate(fd, r.size)
+                view = _mmap(None, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                if view is None or view == MAP_FAILED:
+                    raise _os_error("cannot map a snapshot of the arena")
+                self._native_copy.append((view, r.size))
+                for i, j, k in rr:
+                    if k:
+                        forks.copies.append((view + i * CHUNK, r.write_base + i * CHUNK, (j - i) * CHUNK))
+                    forks.maps.append((r.base + i * CHUNK, (j - i) * CHUNK, _POOL_PROT[k - 1] if k else PROT_NONE,
+                                       MAP_SHARED | MAP_FIXED, fd, i * CHUNK))
+                forks.maps.append((r.write_base, r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self._drop_native_copy()
+            raise
+        return fds
+
+    def _drop_native_copy(self) -> None:
+        for view, size in self._native_copy:
+            _munmap(view, size)
+        self._native_copy = []
 
     def fork_parent(self) -> None:
         """After ``os.fork()``, in the parent: drop the child's copies, release the lock."""
@@ -754,6 +793,7 @@ class Arena:
                 snaps, self._snapshots = self._snapshots, None
                 for fd in snaps or ():
                     os.close(fd)
+                self._drop_native_copy()
         finally:
             self._fork_depth -= 1
             self.lock.release()
@@ -770,12 +810,19 @@ class Arena:
         self.lock = threading.RLock()
         if not pending or self._closed:
             return
+        native, self._native_copy = self._native_copy, []
+        forks = forkcopy.table()
         try:
             if snaps is None:
                 # fork_prepare could not copy: copy now (the parent may already
                 # have moved on; better than sharing its memory)
                 snaps = self._snapshot()
-            self._adopt(snaps)
+            if native and forks is not None and not forks.failed():
+                self._adopted(snaps)        # the native child handler mapped them already
+            else:
+                self._adopt(snaps)
+            for view, size in native:
+                _munmap(view, size)
         except BaseException:
             # never write into the parent's memory from here on
             for r in self.all_regions():
@@ -845,6 +892,11 @@ class Arena:
             got = _mmap(r.write_base, r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
             if got != r.write_base:
                 raise _os_error("cannot map the arena's copy (write view) in the child")
+        self._adopted(snaps)
+
+    def _adopted(self, snaps: list[int]) -> None:
+        """The copies are mapped over the views: they are the arena's memfds now."""
+        regions = self.all_regions()
         for r, fd in zip(regions, snaps):
             os.close(r.fd)
             r.fd = fd

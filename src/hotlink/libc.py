@@ -23,7 +23,7 @@ __all__ = [
     "LIBC", "LIBGCC", "PHDR_CALLBACK", "PhdrInfo", "cxa_atexit", "cxa_demangle", "cxa_finalize",
     "deregister_frame", "dl_iterate_phdr", "dlclose", "dlinfo", "dlsym", "dlvsym", "fallocate", "fflush",
     "free", "libc_address", "libgcc_symbol", "mmap", "mprotect", "munmap", "pthread_getspecific", "pthread_key_create",
-    "pthread_key_delete", "register_frame", "sigaction",
+    "pthread_key_delete", "register_atfork", "register_frame", "sigaction",
 ]
 
 LIBC = ctypes.CDLL(None, use_errno=True)     # the process: libc and every global object
@@ -121,6 +121,9 @@ cxa_atexit: Callable[[int | None, int | None, int | None], int] = _declare(
 # void __cxa_finalize(void *dso): runs libc's exit handlers filed under dso and drops its fork
 # and quick-exit handlers (never call it with NULL: that runs every handler of the process)
 cxa_finalize: Callable[[int], None] = _declare(LIBC, "__cxa_finalize", None, _void_p)
+# int __register_atfork(prepare, parent, child, void *dso): fork handlers, dso NULL for the process's
+register_atfork: Callable[[int | None, int | None, int | None, int | None], int] = _declare(
+    LIBC, "__register_atfork", _int, _void_p, _void_p, _void_p, _void_p)
 # int fflush(FILE *stream): None flushes every output stream
 fflush: Callable[[int | None], int] = _declare(LIBC, "fflush", _int, _void_p)
 # int sigaction(int sig, const struct sigaction *act, struct sigaction *old): 0, or -1 and errno

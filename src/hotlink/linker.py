@@ -30,7 +30,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import ehframe, elf, layout, patch, platform, tls
+from . import ehframe, elf, forkcopy, layout, patch, platform, tls
 from .arena import CODE, DATA, RODATA, pack_block
 from .errors import (
     DuplicateSymbolError,
@@ -72,7 +72,7 @@ _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
 _HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
 # Names the platform provides per unit, found before anything else.
 PLATFORM_NAMES = frozenset(("__dso_handle", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_", *platform.DSO_THUNKS,
-                            *platform.THREAD_ATEXIT_NAMES))
+                            *platform.THREAD_ATEXIT_NAMES, *platform.FORK_HANDLER_NAMES))
 
 
 def _referenced(lo: LinkObject) -> set[int]:
@@ -296,6 +296,8 @@ class LinkTransaction:
             # like crtbeginS.o's ``__dso_handle: .quad __dso_handle``: code that
             # passes its value (glibc's atexit does) names the unit too
             return self._synthetic(unit, name, RODATA, 8, 8, lambda a: struct.pack("<Q", a))
+        if name in platform.FORK_HANDLER_NAMES:
+            forkcopy.install()      # before this unit can register fork handlers of its own
         thunk = platform.DSO_THUNKS.get(name)
         if thunk is not None:
             dso = self._platform_value(lo, "__dso_handle")
@@ -309,6 +311,8 @@ class LinkTransaction:
                                    lambda a: platform.dso_thunk(counter, runtime, "rdx"))
         if name == "__cxa_atexit":
             return platform.CXA_ATEXIT
+        if name == "__register_atfork":
+            return platform.REGISTER_ATFORK
         return lo.got_base   # _GLOBAL_OFFSET_TABLE_
 
     @staticmethod

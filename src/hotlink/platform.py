@@ -141,6 +141,10 @@ def implicit_symbol(name: str) -> int | None:
     return found or None
 
 
+# What JIT code registers fork handlers with (forkcopy.py must be installed first)
+FORK_HANDLER_NAMES = ("pthread_atfork", "__register_atfork")
+REGISTER_ATFORK: int = _libc_function("__register_atfork")
+
 # C++ thread_local destructors: g++ calls libstdc++'s __cxa_thread_atexit (which
 # passes on to glibc's __cxa_thread_atexit_impl); for JIT code it goes to
 # runtime.THREAD_ATEXIT_IR, which calls glibc's itself

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import debug, platform, runtime, unlink
+from . import debug, forkcopy, platform, runtime, unlink
 from .arena import MAX_LOW_SIZE, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .interrupts import GATE
@@ -51,16 +51,29 @@ platform.handlers_at = _handlers_at
 def _fork_prepare() -> None:
     for s in list(_open_sessions):
         s._fork_prepare()
+    forks = forkcopy.table()
+    if forks is not None:       # the native handlers copy and map what the sessions listed
+        forks.arm()
 
 
 def _fork_parent() -> None:
     for s in list(_open_sessions):
         s._fork_done(child=False)
+    _disarm()
 
 
 def _fork_child() -> None:
-    for s in list(_open_sessions):
-        s._fork_done(child=True)
+    try:
+        for s in list(_open_sessions):
+            s._fork_done(child=True)
+    finally:
+        _disarm()
+
+
+def _disarm() -> None:
+    forks = forkcopy.table()
+    if forks is not None:
+        forks.disarm()
 
 
 os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent, after_in_child=_fork_child)

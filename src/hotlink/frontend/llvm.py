@@ -38,6 +38,7 @@ def binding() -> ModuleType:
                                f"pip install llvmlite") from None
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        llvm.initialize_native_asmparser()      # inline asm (forkcopy.py, and users' IR)
         _binding.append(llvm)
     return _binding[0]
 
