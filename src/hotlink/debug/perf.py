@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from . import FunctionSymbol, Observer, functions
 
@@ -60,19 +60,14 @@ class PerfMap:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pid = 0
-        self.file: IO[str] | None = None
 
     def path(self) -> str:
         return f"/tmp/perf-{os.getpid()}.map"
 
     def write(self, fns: Sequence[FunctionSymbol]) -> None:
-        with self.lock:
-            if self.pid != os.getpid() or self.file is None:
-                self.pid = os.getpid()
-                self.file = open(self.path(), "a", encoding="utf-8", errors="replace")
-            self.file.write("".join(f"{f.address:x} {f.size:x} {f.name}\n" for f in fns if f.size))
-            self.file.flush()
+        lines = "".join(f"{f.address:x} {f.size:x} {f.name}\n" for f in fns if f.size)
+        with self.lock, open(self.path(), "a", encoding="utf-8", errors="replace") as file:
+            file.write(lines)     # opened per link: a forked child writes its own pid's file
 
 
 class JitDump:
