@@ -108,3 +108,22 @@ def test_commit_while_threads_call(session, versions):
         t.join()
     assert not bad and {3, 4} <= seen
     assert session.synchronize(10)
+
+
+def test_a_dropped_or_unclosed_preparation_is_aborted(versions):
+    import gc
+    import warnings
+    s = hotlink.Session()
+    lib = s.library("p", patchable=True)
+    u0 = lib.add(versions[0])
+    used = s.memory().used
+    pending = lib.prepare_replace(u0, versions[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del pending
+        gc.collect()
+    assert any("dropped without commit() or abort()" in str(w.message) for w in caught)
+    assert s.memory().used == used
+    kept = lib.prepare_replace(u0, versions[1])
+    s.close()                                   # aborts what is still pending
+    assert not kept.pending

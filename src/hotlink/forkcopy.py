@@ -54,7 +54,7 @@ body:
   %src = load volatile i64, ptr %p1
   %p2 = getelementptr i64, ptr %p, i64 2
   %len = load volatile i64, ptr %p2
-  %r = call {{ i64, i64, i64 }} asm sideeffect "rep movsb", "={{di}},={{si}},={{cx}},0,1,2,~{{memory}},~{{dirflag}},~{{fpsr}},~{{flags}}"(i64 %dst, i64 %src, i64 %len)
+  %r = call {{ i64, i64, i64 }} asm sideeffect "rep movsb", "{movsb}"(i64 %dst, i64 %src, i64 %len)
   %i1 = add i64 %i, 1
   br label %loop
 out:
@@ -87,7 +87,8 @@ body:
   %fd = load volatile i64, ptr %p4
   %p5 = getelementptr i64, ptr %p, i64 5
   %off = load volatile i64, ptr %p5
-  %got = call i64 asm sideeffect "syscall", "={{ax}},{{ax}},{{di}},{{si}},{{dx}},{{r10}},{{r8}},{{r9}},~{{rcx}},~{{r11}},~{{memory}}"(i64 9, i64 %addr, i64 %len, i64 %prot, i64 %flags, i64 %fd, i64 %off)
+  %got = call i64 asm sideeffect "syscall", "{syscall}"(i64 9, i64 %addr, i64 %len, i64 %prot, i64 %flags,
+                                                         i64 %fd, i64 %off)
   %ok = icmp eq i64 %got, %addr
   br i1 %ok, label %next, label %fail
 fail:
@@ -100,6 +101,11 @@ out:
   ret void
 }}
 """
+
+
+# inline asm constraints: rep movsb (rdi, rsi, rcx consumed); mmap (9) as a raw system call
+_MOVSB = "={di},={si},={cx},0,1,2,~{memory},~{dirflag},~{fpsr},~{flags}"
+_SYSCALL = "={ax},{ax},{di},{si},{dx},{r10},{r8},{r9},~{rcx},~{r11},~{memory}"
 
 
 class ForkTable:
@@ -163,7 +169,7 @@ def _install(t: ForkTable) -> None:
     from .elf import ObjectFile
     from .frontend.llvm import binding, target_machine
 
-    ir = _IR.format(table=t.address, header=HEADER, maps_at=_MAPS_AT)
+    ir = _IR.format(table=t.address, header=HEADER, maps_at=_MAPS_AT, movsb=_MOVSB, syscall=_SYSCALL)
     obj = ObjectFile(target_machine("generic", "", 2).emit_object(binding().parse_assembly(ir)), "forkcopy")
     text = next(i for i in range(obj.shnum) if obj.section_name(i) == ".text")
     if obj.has_relocations(text):

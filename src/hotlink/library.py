@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -451,6 +452,7 @@ class PendingReplace:
         self._job: LinkTransaction | None = job
         self._seen = {lib: lib.changes for lib in job.libraries()}
         self._defer = True      # the swap does not pay for freeing the old code (replace() does)
+        library.session.pending_replacements.add(self)
 
     @property
     def pending(self) -> bool:
@@ -491,6 +493,15 @@ class PendingReplace:
         assert self._job is not None
         dead = self._job.dead_dependency()
         return f"{dead}, which it binds to, was removed" if dead else None
+
+    def __del__(self) -> None:
+        if getattr(self, "_job", None) is not None:
+            warnings.warn(f"hotlink: a prepared replacement of {self.old.name!r} was dropped without "
+                          f"commit() or abort(); it is aborted", ResourceWarning, stacklevel=2)
+            try:
+                self.abort()
+            except Exception:       # a closed session, or an interpreter shutting down
+                pass
 
     def __repr__(self) -> str:
         state = "pending" if self._job is not None else "done"

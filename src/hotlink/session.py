@@ -126,6 +126,7 @@ class Session:
         self.reclaimer = Reclaimer()
         self.compile_pool: Any = None            # the front ends' worker processes, started on first use
         self._runtimes: dict[str, Library] = {}   # hotlink's native runtime parts, linked on first use
+        self.pending_replacements: weakref.WeakSet[Any] = weakref.WeakSet()   # aborted by close()
         self._guarded: platform.GuardedCall | None = None
         self._code_index: tuple[list[int], list[tuple[int, Unit]]] | None = None
         self._forking = False
@@ -406,6 +407,8 @@ class Session:
                 return
             drained = False
             try:
+                for pending in list(self.pending_replacements):
+                    pending.abort()
                 units = [u for lib in self._libraries.values() for u in lib.units]
                 self.unlink_units(sorted(units, key=lambda u: -u.seq))
                 # the runtime last: finalizers above may call through it (or link it)
