@@ -98,7 +98,8 @@ class Toolchain:
         name = self._name(name, "lib")
         out = self.workdir / f"{name}.so"
         compiler = ["g++", "-std=c++17"] if cxx else ["gcc"]
-        run_tool([*compiler, "-O2", "-shared", "-fPIC", *_flags(flags), *map(str, sources), "-o", out])
+        # flags after the sources: libraries (-lfoo) must follow what needs them
+        run_tool([*compiler, "-O2", "-shared", "-fPIC", *map(str, sources), *_flags(flags), "-o", out])
         return out
 
     def archive(self, objects: Iterable[Path], *, name: str | None = None) -> Path:

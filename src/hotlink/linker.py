@@ -203,9 +203,12 @@ class LinkTransaction:
             assert unit.archive is not None    # only archive units offer members
             self.add(unit.archive.load_member(offset), unit)
 
-    def find(self, lib: Library, name: str, pull: bool) -> Found | None:
+    def find(self, lib: Library, name: str, pull: bool, external: bool = True) -> Found | None:
         """The definition ``name`` binds to from ``lib``: this transaction's,
-        a library's, or an external address; None if there is none."""
+        a library's, or (``external``) an external address; None if there is
+        none.  Thread-locals are never looked up externally here: a ``dlsym``
+        of one allocates it dynamically in this thread, after which glibc
+        cannot move it into static TLS (tls.py looks them up instead)."""
         for other in (lib, *lib.link_order) if lib.link_order else (lib,):
             own = other is lib
             pend = self.pending.get(other)
@@ -221,7 +224,9 @@ class LinkTransaction:
                     z = self.offered.get(other, {}).get(name)
                 if z is not None and z not in self.pulled:
                     self.pull(*z)
-                    return self.find(lib, name, pull)
+                    return self.find(lib, name, pull, external)
+        if not external:
+            return None
         addr = self.session.resolve_external(name)
         return None if addr is None else Definition(addr, None, 0, 0)
 
@@ -237,7 +242,7 @@ class LinkTransaction:
             for si in range(obj.first_global, len(names)):
                 if (shndx[si] == _UNDEF or shndx[si] in dropped) and names[si] \
                         and names[si] not in PLATFORM_NAMES:
-                    self.find(lo.library, names[si], pull=True)
+                    self.find(lo.library, names[si], pull=True, external=not self._is_tls(lo, si))
 
     # --- placing ----------------------------------------------------------
 
@@ -351,10 +356,14 @@ class LinkTransaction:
             if name in PLATFORM_NAMES and (shndx[si] == _UNDEF or name == "_GLOBAL_OFFSET_TABLE_"):
                 values.append(self._platform_value(lo, name))
                 continue
-            d = self.find(lo.library, name, pull=False) if name else None
+            thread_local = self._is_tls(lo, si)
+            d = self.find(lo.library, name, pull=False, external=not thread_local) if name else None
             if d is None:
                 if shndx[si] != _UNDEF and shndx[si] not in lo.dropped:  # unnamed global: itself
                     values.append(self._address(lo, si))
+                    continue
+                if thread_local:        # a shared object's, found (or missed) by thread_locals()
+                    values.append(0)
                     continue
                 if obj.sym_info[si] >> 4 != _WEAK:
                     missing.setdefault(name, []).append(obj.name)
@@ -438,7 +447,7 @@ class LinkTransaction:
                         if kind in TLS_KINDS:
                             owner = self._tls_owner(lo, si)
                             found.append((kind, si, owner))
-                            if kind in tls.STATIC_KINDS and owner[0] in self.tls_sections:
+                            if kind in tls.STATIC_KINDS and owner[3] and owner[0] is not None:
                                 static.add(owner[0])
             refs.append((lo, found))
         for unit, sections in self.tls_sections.items():
@@ -477,29 +486,36 @@ class LinkTransaction:
             return False
         return True
 
-    def _tls_owner(self, lo: LinkObject, si: int) -> tuple:
-        """(unit whose module holds it, offset, name): the unit is None for
-        the TLS of a shared object, and the offset then unknown."""
+    @staticmethod
+    def _is_tls(lo: LinkObject, si: int) -> bool:
+        return bool(lo.special & HAS_TLS) and lo.obj.sym_info[si] & 15 == elf.STT_TLS
+
+    def _tls_owner(self, lo: LinkObject, si: int) -> tuple[Unit | None, int, str, bool]:
+        """(unit whose module holds it, offset, name, whether this link
+        defines it): the unit is None for the TLS of a shared object, and
+        the offset then unknown."""
         obj = lo.obj
         name = obj.sym_name[si]
         if si < obj.first_global:
-            return lo.unit, lo.values[si], name
-        d = self.find(lo.library, name, pull=False)
+            return lo.unit, lo.values[si], name, True
+        d = self.find(lo.library, name, pull=False, external=False)
         if isinstance(d, Pending):
-            return d.obj.unit, self._address(d.obj, d.symbol), name
+            return d.obj.unit, self._address(d.obj, d.symbol), name, True
         if d is not None and d.unit is not None:
-            return d.unit, d.address, name
-        return None, 0, name
+            return d.unit, d.address, name, False
+        return None, 0, name, False
 
-    def _tls_target(self, lo: LinkObject, kind: int, owner: tuple) -> tls.TlsTarget:
-        unit, offset, name = owner
+    def _tls_target(self, lo: LinkObject, kind: int, owner: tuple[Unit | None, int, str, bool]) -> tls.TlsTarget:
+        unit, offset, name, new = owner
         if unit is None:
             return tls.external(name, kind in tls.STATIC_KINDS, lo.obj.name)
-        module = self.tls_modules.get(unit)
-        if module is None:       # defined by an earlier link of the unit
-            module = next((m for m in unit.extras().tls or () if name in m.names), None)
-            if module is None:
+        if new:
+            module = self.tls_modules[unit]
+        else:                   # defined by an earlier link of the unit (an archive's earlier pulls)
+            found = [m for m in unit.extras().tls or () if name in m.names]
+            if not found:
                 raise UnsupportedRelocationError(f"{lo.obj.name}: {name!r} is not a thread-local variable")
+            module = found[0]
         target = module.target(offset)
         if kind in tls.STATIC_KINDS and target.tpoff is None:
             raise UnsupportedRelocationError(

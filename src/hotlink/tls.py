@@ -38,6 +38,7 @@ from .x86_64 import Reloc
 # kinds that need the variable at a fixed thread-pointer offset
 STATIC_KINDS = frozenset((Reloc.GOTTPOFF, Reloc.TPOFF32, Reloc.TPOFF64, Reloc.GOTPC32_TLSDESC,
                           Reloc.TLSDESC_CALL, Reloc.TLSDESC))
+STATIC_GRANULE = 16     # static TLS blocks: size and alignment a multiple of this (TlsModule)
 TUNABLE_HINT = ("glibc's static TLS reserve is full: start the process with "
                 "GLIBC_TUNABLES=glibc.rtld.optional_static_tls=<bytes> (e.g. 131072), or compile "
                 "with -ftls-model=global-dynamic")
@@ -60,6 +61,12 @@ class TlsModule:
     __slots__ = ("so", "module", "tpoff", "size", "names", "closed")
 
     def __init__(self, name: str, image: bytes, size: int, align: int, static: bool):
+        if static:
+            # glibc takes static TLS back only from the top, block by block,
+            # and a gap of alignment padding between two blocks stops it:
+            # blocks that are whole multiples of one alignment pack without gaps
+            align = max(align, STATIC_GRANULE)
+            size = (size + align - 1) & -align
         relocs = [dso.Relocation(0, dso.R_X86_64_DTPMOD64, None)]
         if static:
             relocs.append(dso.Relocation(8, dso.R_X86_64_TPOFF64, None))

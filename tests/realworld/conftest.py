@@ -42,7 +42,8 @@ def _run(case: Case, module: str, workdir: Path, objects: Sequence[Path] = (),
     try:
         proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{case.name}: hung for {TIMEOUT} s\n--- stdout ---\n{e.stdout}\n--- stderr ---\n{e.stderr}",
+        out, err = (x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in (e.stdout, e.stderr))
+        pytest.fail(f"{case.name}: hung for {TIMEOUT} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
                     pytrace=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
     if proc.returncode != 0 or not lines:

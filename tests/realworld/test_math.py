@@ -177,6 +177,7 @@ def MPFR(api: Api) -> list[object]:
     def digits(z: Mpfr, n: int = 50) -> str:
         e = c_long()
         s = get_str(ctypes.create_string_buffer(n + 8), ctypes.byref(e), 10, n, ctypes.byref(z), RNDN).decode()
+        assert s.lstrip("-").isdigit(), f"mpfr_get_str gave {s!r} (inf/nan: a wrong result)"
         sign = "-" if s.startswith("-") else ""
         return f"{sign}0.{s.lstrip('-')}e{e.value}"
 
