@@ -124,6 +124,39 @@ def plot_link_latency(results: dict, out: Path) -> Path | None:
     return save(fig, out / "plot_link_latency.png")
 
 
+def plot_big_object(results: dict, out: Path) -> Path | None:
+    big = ok(results, "big_object")
+    if not big:
+        return None
+    d = big["data"]
+    r = d["results"]
+    ms = [m for m in ("hotlink", "lljit", "mcjit") if m in r]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    med = [r[m]["median_ms"] for m in ms]
+    lo = [r[m]["median_ms"] - r[m]["min_ms"] for m in ms]
+    hi = [r[m]["p90_ms"] - r[m]["median_ms"] for m in ms]
+    bars = ax.bar([LABELS[m] for m in ms], med, color=[COLOURS[m] for m in ms], width=0.6,
+                  yerr=[lo, hi], capsize=4, error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
+    base = r.get("lljit", {}).get("median_ms")
+    for b, v, h in zip(bars, med, hi):
+        ax.text(b.get_x() + b.get_width() / 2, v + h, f"{v:.1f} ms" + (f"\n{v / base:.2f}× LLJIT" if base else ""),
+                ha="center", va="bottom", fontsize=9)
+    for b, m in zip(bars, ms):
+        if not str(r[m].get("full_check", "ok")).startswith("ok"):     # linked, but the code does not work
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height() / 2, "its sqlite\ncrashes\nin a query",
+                    ha="center", va="center", fontsize=8, color="white")
+    ax.set_ylim(0, max(v + h for v, h in zip(med, hi)) * 1.25)
+    ax.set_ylabel("ms from object bytes to the API's addresses")
+    o = d["object"]
+    ax.set_title(f"libsqlite3.a merged by ld -r: {o['bytes'] / 2**20:.1f} MiB, {o['relocations']:,} relocations\n"
+                 f"median of {d.get('iterations')} interleaved links; whiskers: min and 90th percentile", fontsize=10)
+    style(ax)
+    fig.suptitle("Link latency of one big object (lower is better)", fontweight="bold")
+    footer(fig, results)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return save(fig, out / "plot_big_object.png")
+
+
 def plot_churn(results: dict, out: Path) -> Path | None:
     ch = ok(results, "churn")
     if not ch:
@@ -290,7 +323,7 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-PLOTTERS = [plot_link_latency, plot_churn, plot_footprint, plot_hotpatch, plot_compile]
+PLOTTERS = [plot_link_latency, plot_big_object, plot_churn, plot_footprint, plot_hotpatch, plot_compile]
 
 
 def render(results: dict, out: Path) -> list[Path]:

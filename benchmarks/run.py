@@ -75,7 +75,8 @@ SCHEMA = 1
 # The benchmarks the README's Performance section is built from, in the
 # order they run.  Any other ``benchmarks/*.py`` (not starting with ``_``,
 # not ``plots.py``) runs too, after these, and is recorded as it reports.
-EXPECTED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch", "compile_parallel")
+EXPECTED = ("link_latency", "archive_latency", "big_object", "churn", "footprint", "hotpatch", "call",
+            "compile_parallel")
 BUILTIN = {"archive_latency"}
 NOT_BENCHMARKS = {"plots", "run"}
 
@@ -86,6 +87,7 @@ ARCHIVES = {
 
 PLOTS = {  # file -> the results sections it draws from
     "plot_link_latency.png": ("link_latency", "archive_latency"),
+    "plot_big_object.png": ("big_object",),
     "plot_churn.png": ("churn",),
     "plot_footprint.png": ("footprint",),
     "plot_hotpatch.png": ("hotpatch",),
@@ -464,6 +466,14 @@ def summarize_archive_latency(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def summarize_big_object(d: dict[str, Any]) -> dict[str, Any]:
+    obj = d["object"]
+    return {"iterations": d.get("iterations"), "bytes": obj["bytes"], "relocations": obj["relocations"],
+            "symbols": obj["symbols"],
+            "methods": {m: {"median_ms": v["median_ms"], "min_ms": v["min_ms"], "p90_ms": v["p90_ms"],
+                            "full_check": v.get("full_check")} for m, v in d["results"].items()}}
+
+
 def summarize_churn(d: dict[str, Any]) -> dict[str, Any]:
     # a child that died reports no "warmup" of its own: it is the same for all methods
     warmups = [r["warmup"] for r in d["results"] if isinstance(r.get("warmup"), int)]
@@ -507,6 +517,12 @@ def summarize_hotpatch(d: dict[str, Any]) -> dict[str, Any]:
             "replace_iterations": rp.get("iterations")}
 
 
+def summarize_call(d: dict[str, Any]) -> dict[str, Any]:
+    return {"calls_per_rep": d.get("calls_per_rep"), "reps": d.get("reps"),
+            "ns_per_call": {n: {m: v["median_ns"] for m, v in by.items()} for n, by in d["ns_per_call"].items()},
+            "ratios": d["ratios"]}
+
+
 def summarize_compile_parallel(d: dict[str, Any]) -> dict[str, Any]:
     warm = d["warm_cache_seconds"]
     sizes = d.get("instructions") or []
@@ -527,9 +543,11 @@ def summarize_compile_parallel(d: dict[str, Any]) -> dict[str, Any]:
 SUMMARIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "link_latency": summarize_link_latency,
     "archive_latency": summarize_archive_latency,
+    "big_object": summarize_big_object,
     "churn": summarize_churn,
     "footprint": summarize_footprint,
     "hotpatch": summarize_hotpatch,
+    "call": summarize_call,
     "compile_parallel": summarize_compile_parallel,
 }
 
@@ -689,6 +707,21 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
         if ok:
             F["link.archives.lljit_over_hotlink"] = _range([a["lljit_over_hotlink"] for a in ok.values()], _ratio)
 
+    bo = S.get("big_object")
+    if bo:
+        if bo.get("iterations"):
+            F["link.big.iterations"] = _count(bo["iterations"])
+        F["link.big.size"] = _size(bo["bytes"])
+        F["link.big.relocations"] = _count(bo["relocations"])
+        F["link.big.symbols"] = _count(bo["symbols"])
+        med = {k: v["median_ms"] for k, v in bo["methods"].items()}
+        for k, v in med.items():
+            F[f"link.big.{k}"] = _fmt(v, "ms", 2)
+        h = med.get("hotlink")
+        for k in ("lljit", "mcjit"):
+            if h and med.get(k):
+                F[f"link.big.hotlink_over_{k}"] = _ratio(h / med[k])
+
     ch = S.get("churn")
     if ch:
         F["churn.cycles"] = _count(ch["cycles"])
@@ -749,6 +782,19 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
             F["hotpatch.replace.prepare"] = _fmt(hp["hotlink_prepare_us"], "µs")
             F["hotpatch.replace.commit"] = _fmt(hp["hotlink_commit_us"], "µs")
 
+    ca = S.get("call")
+    if ca:      # call.<method>.<threads>; method names as in results.json, spaces and parentheses dropped
+        for n, by in ca["ns_per_call"].items():
+            for m, v in by.items():
+                F[f"call.{re.sub(r'[^a-z0-9]+', '_', m).strip('_')}.{n}"] = _fmt(v, "ns", 0)
+        for n, r in ca["ratios"].items():
+            for k, v in r.items():
+                F[f"call.{k}.{n}"] = _ratio(v)
+        if ca.get("calls_per_rep"):
+            F["call.calls_per_rep"] = _count(ca["calls_per_rep"])
+        if ca.get("reps"):
+            F["call.reps"] = _count(ca["reps"])
+
     cp = S.get("compile_parallel")
     if cp:
         F["compile.modules"] = _count(cp["modules"])
@@ -796,6 +842,10 @@ def table(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
             rows.append([f"link all of {arch} ({F[f'link.{arch}.members']} members, "
                          f"{F[f'link.{arch}.symbols']} symbols; median)",
                          F[f"link.{arch}.hotlink"], "—", F[f"link.{arch}.lljit"], "—"])
+    if "big_object" in S:
+        rows.append([f"link one {F['link.big.size']} object (all of sqlite merged by ld -r, "
+                     f"{F['link.big.relocations']} relocations; median)",
+                     g("link.big.hotlink", "—"), "—", g("link.big.lljit", "—"), g("link.big.mcjit", "—")])
     ch = S.get("churn")
     if ch:
         def growth(k: str) -> str:
@@ -823,6 +873,12 @@ def table(results: dict[str, Any], F: dict[str, str] | None = None) -> str:
         if "hotpatch.replace.commit" in F:
             rows.append(["prepared replace: `prepare_replace` (off the hot path) / `commit` (the swap)",
                          f"{F['hotpatch.replace.prepare']} / {F['hotpatch.replace.commit']}", "—", "—", "—"])
+    if "call" in S:
+        rows.append(["call `int add1(int)` from Python, 1 / 2 threads (median; raw ctypes "
+                     f"{F['call.ctypes.1']} / {F['call.ctypes.2']}, cffi {F['call.cffi_cast.1']} / "
+                     f"{F['call.cffi_cast.2']})",
+                     f"{F['call.hotlink.1']} / {F['call.hotlink.2']} ({F['call.hotlink_over_ctypes.1']} / "
+                     f"{F['call.hotlink_over_ctypes.2']} ctypes)", "—", "—", "—"])
     if "compile_parallel" in S:
         rows.append([f"compile {F['compile.modules']} IR modules: 1 → 2 worker processes (median)",
                      f"{F['compile.one_worker']} → {F['compile.two_workers']} ({F['compile.speedup']})",
@@ -858,6 +914,7 @@ def compile_table(results: dict[str, Any], F: dict[str, str] | None = None) -> s
 
 PLOT_TITLES = {
     "plot_link_latency.png": "Link latency: tiny object and whole archives",
+    "plot_big_object.png": "Link latency: one big object (all of sqlite, ld -r)",
     "plot_churn.png": "Resident memory over {churn.cycles} add/remove cycles",
     "plot_footprint.png": "Resident bytes per loaded tiny unit",
     "plot_hotpatch.png": "Stub call overhead and replace latency",
@@ -890,6 +947,9 @@ def ratios(results: dict[str, Any]) -> list[str]:
     for k, label in (("dlopen", "dlopen"), ("lljit", "LLJIT"), ("mcjit", "MCJIT")):
         if f"link.tiny.hotlink_over_{k}" in F:
             out.append(f"tiny-object link: hotlink/{label} = {F[f'link.tiny.hotlink_over_{k}']}")
+    for k, label in (("lljit", "LLJIT"), ("mcjit", "MCJIT")):
+        if f"link.big.hotlink_over_{k}" in F:
+            out.append(f"big object link (sqlite, ld -r): hotlink/{label} = {F[f'link.big.hotlink_over_{k}']}")
     for arch in ARCHIVES:
         if f"link.{arch}.lljit_over_hotlink" in F:
             out.append(f"{arch} archive link: LLJIT/hotlink = {F[f'link.{arch}.lljit_over_hotlink']}")
@@ -899,6 +959,10 @@ def ratios(results: dict[str, Any]) -> list[str]:
     if "hotpatch.stub_extra" in F:
         out.append(f"stub call overhead: {F['hotpatch.stub_extra']} per call; replace: hotlink "
                    f"{F['hotpatch.replace.hotlink']}, LLJIT relink {F['hotpatch.replace.lljit']}")
+    if "call.hotlink_over_ctypes.1" in F:
+        out.append(f"call from Python: hotlink/ctypes = {F['call.hotlink_over_ctypes.1']} (1 thread), "
+                   f"{F['call.hotlink_over_ctypes.2']} (2 threads); hotlink/cffi = "
+                   f"{F['call.hotlink_over_cffi.1']}, {F['call.hotlink_over_cffi.2']}")
     if "compile.speedup" in F:
         out.append(f"compile: 2 workers vs 1 = {F['compile.speedup']}; "
                    f"warm cache vs cold = {F['compile.cache_speedup']}")

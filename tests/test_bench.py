@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 SRC = ROOT / "src"
 
-REQUIRED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch")
+REQUIRED = ("link_latency", "archive_latency", "churn", "footprint", "hotpatch", "call")
 OPTIONAL = ("compile_parallel",)       # skipped (with a note) while its script does not exist
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -149,6 +149,18 @@ def test_hotpatch_figures(results: dict) -> None:
     positive(s["lljit_relink_us"], "hotpatch.lljit_relink_us")
 
 
+def test_call_figures(results: dict) -> None:
+    s = results["benchmarks"]["call"]["summary"]
+    for n in ("1", "2"):                                     # calling threads
+        assert set(s["ns_per_call"][n]) == {"hotlink", "hotlink (patchable)", "ctypes", "cffi (cast)",
+                                            "cffi (dlopen)"}
+        for k, v in s["ns_per_call"][n].items():
+            positive(v, f"call.ns_per_call.{n}.{k}")
+        for k, v in s["ratios"][n].items():
+            positive(v, f"call.ratios.{n}.{k}")
+    assert results["benchmarks"]["call"]["data"]["callable"] == "Function"     # through the call gate
+
+
 def test_compile_parallel_figures(results: dict) -> None:
     b = results["benchmarks"]["compile_parallel"]
     assert b["status"] != "skipped", b.get("note")
@@ -163,7 +175,7 @@ def test_table_and_ratios(results: dict) -> None:
     t = results["table_markdown"]
     assert t.startswith("| figure | hotlink | dlopen | LLJIT | MCJIT |")
     for needle in ("link a tiny object", "link all of zlib", "link all of lua", "RSS growth",
-                   "resident bytes per loaded tiny unit", "replace a tiny function"):
+                   "resident bytes per loaded tiny unit", "replace a tiny function", "from Python"):
         assert needle in t, f"table row {needle!r} missing"
     assert results["ratios"]
 

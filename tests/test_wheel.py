@@ -103,7 +103,7 @@ def test_wheel_contents_and_metadata(built):
     assert meta["License-Expression"] == "MIT" and meta["Requires-Python"] == ">=3.10"
     requires = meta.get_all("Requires-Dist")
     base = [r for r in requires if "extra ==" not in r]
-    assert sorted(r.split(">")[0].split("=")[0] for r in base) == ["llvmlite", "pycparser"]
+    assert sorted(r.split(">")[0].split("=")[0] for r in base) == ["llvmlite", "numpy", "pycparser"]
     assert {"display", "jupyter", "test"} <= set(meta.get_all("Provides-Extra"))
     assert any(r.startswith("rich") and 'extra == "display"' in r for r in requires)
     assert "Typing :: Typed" in meta.get_all("Classifier")

@@ -34,8 +34,8 @@ Kind = Literal["func", "object", "tls", "undefined", "undefined_tls"]
 R_X86_64_64, R_X86_64_DTPMOD64, R_X86_64_DTPOFF64, R_X86_64_TPOFF64 = 1, 16, 17, 18
 DF_STATIC_TLS = 0x10
 _STT = {"func": 2, "object": 1, "tls": 6, "undefined": 0, "undefined_tls": 6}
-(DT_NULL, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT,
- DT_SONAME, DT_FLAGS) = 0, 4, 5, 6, 7, 8, 9, 10, 11, 14, 30
+(DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT,
+ DT_SONAME, DT_FLAGS) = 0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 14, 30
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ def _align(x: int, a: int) -> int:
 
 def build(soname: str, *, text: bytes = b"", data: bytes = b"", symbols: tuple[Symbol, ...] = (),
           relocations: tuple[Relocation, ...] = (), tls: TlsImage | None = None,
-          static_tls: bool = False) -> tuple[bytes, int]:
-    """The bytes of a shared object, and the offset of ``data`` from its load base."""
+          static_tls: bool = False, needed: tuple[str, ...] = ()) -> tuple[bytes, int]:
+    """The bytes of a shared object, and the offset of ``data`` from its load
+    base; ``needed``: shared objects to search first (``DT_NEEDED``)."""
     strtab = bytearray(b"\0")
 
     def string(s: str) -> int:
@@ -87,6 +88,7 @@ def build(soname: str, *, text: bytes = b"", data: bytes = b"", symbols: tuple[S
         return len(strtab) - len(s) - 1
 
     soname_at = string(soname)
+    needed_at = [string(n) for n in needed]
     names = [string(s.name) for s in symbols]
     index = {s.name: i + 1 for i, s in enumerate(symbols)}
     nsyms = len(symbols) + 1
@@ -108,7 +110,7 @@ def build(soname: str, *, text: bytes = b"", data: bytes = b"", symbols: tuple[S
     rx_end = text_at + len(text)
     # read-write segment, on its own page: .dynamic, data, the TLS image
     dynamic_at = _align(rx_end, PAGE)
-    ndyn = 11 + bool(static_tls)
+    ndyn = 11 + bool(static_tls) + len(needed)
     data_at = _align(dynamic_at + 16 * ndyn, 16)
     tls_align = tls.align if tls else 1
     tdata_at = _align(data_at + len(data), max(tls_align, 8))
@@ -124,7 +126,8 @@ def build(soname: str, *, text: bytes = b"", data: bytes = b"", symbols: tuple[S
     rela = b"".join(struct.pack("<QQq", data_at + r.offset,
                                 (index[r.symbol] if r.symbol else 0) << 32 | r.type, r.addend)
                     for r in relocations)
-    dyn = [(DT_HASH, hash_at), (DT_STRTAB, dynstr_at), (DT_SYMTAB, dynsym_at), (DT_STRSZ, len(strtab)),
+    dyn = [*((DT_NEEDED, n) for n in needed_at),
+           (DT_HASH, hash_at), (DT_STRTAB, dynstr_at), (DT_SYMTAB, dynsym_at), (DT_STRSZ, len(strtab)),
            (DT_SYMENT, 24), (DT_SONAME, soname_at), (DT_RELA, rela_at), (DT_RELASZ, len(rela)),
            (DT_RELAENT, 24)]
     if static_tls:
@@ -187,15 +190,17 @@ RTLD_DI_LINKMAP = 2
 class SharedObject:
     """A shared object built by ``build``, loaded with ``dlopen`` from a
     memfd.  The memfd stays open while the object is loaded: ld.so knows an
-    object by its path, ``/proc/self/fd/N``, and would take a later object
-    loaded through a reused ``N`` for this one.  (A debugger reads symbols
-    from a path on disk: the GDB registration object is written to a file,
-    debug/gdb.py.)"""
+    object by its path, ``/proc/PID/fd/N``, and would take a later object
+    loaded through a reused ``N`` for this one.  The path names the pid, not
+    ``self``: gdb opens every loaded object by its path, and its own
+    ``/proc/self/fd/N`` may be a pipe it would wait on forever.  (A debugger
+    reads symbols from a path on disk: the GDB registration object is
+    written to a file, debug/gdb.py.)"""
 
     def __init__(self, image: bytes, data_offset: int, *, name: str):
         self.fd = fd = os.memfd_create(name, os.MFD_CLOEXEC)
         os.write(fd, image)
-        handle = libc.dlopen(f"/proc/self/fd/{fd}".encode(), RTLD_NOW | RTLD_LOCAL)
+        handle = libc.dlopen(f"/proc/{os.getpid()}/fd/{fd}".encode(), RTLD_NOW | RTLD_LOCAL)
         if not handle:
             os.close(fd)
             raise LinkError(f"the dynamic loader refused {name}: {(libc.dlerror() or b'').decode()}")

@@ -78,10 +78,12 @@ import bisect
 import re
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .elf import SHF_EXECINSTR, STT_FUNC, STT_OBJECT, Rela
+from . import native
+from .elf import SHF_EXECINSTR, STT_FUNC, STT_OBJECT, Rela, RelaColumns
 from .errors import MalformedObjectError
+from .vector import numpy
 from .x86_64 import NAMES, Reloc
 
 if TYPE_CHECKING:
@@ -436,6 +438,45 @@ def _fde(d: bytes, pos: int, end: int, cie: _CieInfo, rel: dict[int, int], used:
 _cie_cache: dict[bytes, tuple[_CieInfo, tuple[int, int] | None]] = {}
 
 
+# FDE tails (what follows pc_range: augmentation data and CFA program) that
+# ``_fde`` passed, by (has 'z', tail bytes): functions with the same
+# prologue have the same tail whatever their address and size, so most FDEs
+# of most objects are found here and only their pc_begin and pc_range are
+# checked.  Only tails without an LSDA whose program the fast decode matched
+# are kept: their check depends on their bytes alone (a relocation inside
+# one is claimed by no field and reported at the end).
+_fde_cache: set[tuple[bool, bytes]] = set()
+
+
+def _known_fde(d: bytes, pos: int, end: int, cie: _CieInfo, rel: dict[int, int], used: list[int]) -> bool:
+    """Whether the FDE at ``pos`` passes ``_fde`` by the cache (then its
+    pc_begin is claimed in ``used``)."""
+    z, fde_enc, size, lsda_enc, kinds = cie
+    q = pos + 8 + 2 * size
+    if lsda_enc != OMIT or q > end or rel.get(pos + 8) not in kinds or fde_enc & 0x8 and d[q - 1] & 0x80:
+        return False
+    if (z, d[q:end]) not in _fde_cache:
+        return False
+    used.append(pos + 8)
+    return True
+
+
+def _remember_fde(d: bytes, pos: int, end: int, cie: _CieInfo) -> None:
+    """Keep the tail of an FDE ``_fde`` passed, if its check depends on its bytes alone."""
+    z, _, size, lsda_enc, _ = cie
+    q = pos + 8 + 2 * size
+    if lsda_enc == OMIT and q <= end:
+        p = q
+        if z:
+            if d[p] >= 0x80:
+                return
+            p += 1 + d[p]
+        if _FAST_PROGRAM.fullmatch(d, p, end) is not None:
+            if len(_fde_cache) >= 4096:
+                _fde_cache.clear()
+            _fde_cache.add((z, d[q:end]))
+
+
 def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
                    fdes: list[tuple[int, _CieInfo]], personalities: list[tuple[int, int, int]]) -> None:
     """What the relocated pointers point at: each FDE at code of this object,
@@ -486,34 +527,288 @@ def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
                                        f"{enc:#04x} (direct) but points at data ({obj.symbol_name(si) or si!r})")
 
 
-def prune_eh_frame(data: bytes, relocs: list[Rela], where: str,
+def _check_cie(data: bytes, pos: int, end: int, rel: dict[int, int], used: list[int],
+               where: str) -> tuple[_CieInfo, tuple[int, int] | None]:
+    """``_cie`` through the cache of CIEs already checked, errors named."""
+    try:
+        key = data[pos:end]
+        hit = _cie_cache.get(key)
+        if hit is None:
+            info, personality, simple = _cie(data, pos, end, rel, used)
+            if simple:
+                if len(_cie_cache) >= 256:
+                    _cie_cache.clear()
+                _cie_cache[key] = info, personality
+            return info, personality
+        info, personality = hit
+        if personality:
+            _pointer(data, pos + personality[0], end, personality[1], rel, used, "personality pointer")
+        return info, personality
+    except _Bad as e:
+        raise MalformedObjectError(f"{where}+{pos:#x}: CIE {e}") from None
+    except IndexError:
+        raise MalformedObjectError(f"{where}+{pos:#x}: CIE runs past the end of the section") from None
+
+
+def _check_fde(data: bytes, pos: int, end: int, cie: _CieInfo, rel: dict[int, int], used: list[int],
+               where: str) -> None:
+    """``_fde``, errors named."""
+    try:
+        _fde(data, pos, end, cie, rel, used)
+    except _Bad as e:
+        raise MalformedObjectError(f"{where}+{pos:#x}: FDE {e}") from None
+    except IndexError:
+        raise MalformedObjectError(f"{where}+{pos:#x}: FDE runs past the end of the section") from None
+
+
+# --- big sections: records as numpy columns ------------------------------------
+#
+# A section with many relocations (``vector.MIN_ROWS``: gcc's and LLVM's
+# objects carry one or two per FDE) is checked as columns: the native
+# helpers walk its records and decode its CFA programs (``native.py``), numpy
+# checks the fields of all FDEs of one CIE at once, and what they do not
+# vouch for goes through the record-by-record code above, which says what
+# is wrong.  Same checks, same errors; only which of several errors is named
+# first may differ.
+
+class _Fdes:
+    """A big section's FDEs as columns: start, end, and which of ``infos``
+    (the distinct CIE contents) each one's CIE has."""
+
+    __slots__ = ("pos", "end", "group", "infos")
+
+    def __init__(self, pos: Any, end: Any, group: Any, infos: list[_CieInfo]) -> None:
+        self.pos, self.end, self.group, self.infos = pos, end, group, infos
+
+    def records(self) -> list[tuple[int, _CieInfo]]:
+        infos = self.infos
+        return [(p, infos[g]) for p, g in zip(self.pos.tolist(), self.group.tolist())]
+
+
+def _u32s(np: Any, d: Any, at: Any) -> Any:
+    """The little-endian 32-bit words of byte array ``d`` at offsets ``at`` (int64)."""
+    b = d[at[:, None] + np.arange(4)].astype(np.int64)
+    return b[:, 0] | b[:, 1] << 8 | b[:, 2] << 16 | b[:, 3] << 24
+
+
+def _failing_programs(data: bytes, starts: Any, ends: Any) -> Any:
+    """Which of the CFA programs ``data[starts[k]:ends[k]]`` (int64 arrays;
+    0 <= start <= end <= len(data)) the fast decode does not vouch for, by index."""
+    np = numpy()
+    assert np is not None
+    h = native.helpers()
+    if h is not None and len(starts):
+        starts = np.ascontiguousarray(starts, np.int64)
+        ends = np.ascontiguousarray(ends, np.int64)
+        ok = np.zeros(len(starts), np.uint8)
+        d = np.frombuffer(data, np.uint8)
+        h.cfa_check(d.ctypes.data, starts.ctypes.data, ends.ctypes.data, len(starts), ok.ctypes.data)
+        return np.flatnonzero(ok == 0)
+    match = _FAST_PROGRAM.fullmatch
+    return np.array([k for k, (p, end) in enumerate(zip(starts.tolist(), ends.tolist()))
+                     if match(data, p, end) is None], np.int64)
+
+
+def _check_fdes(data: bytes, fdes: _Fdes, rel: dict[int, int], fields: tuple[Any, Any] | None, used: list[int],
+                where: str) -> None:
+    """``_fde`` for the FDEs of a big section, one CIE's FDEs at a time:
+    pc_begin relocated as the CIE's encoding says, pc_range not negative,
+    augmentation data inside the record, the CFA program decoded.  FDEs the
+    columns do not vouch for (an LSDA, a pc_begin without relocation,
+    anything odd) go through ``_fde`` one by one.  ``fields``: the offsets
+    and kinds of ``rel`` as arrays sorted by offset, if the caller has them."""
+    np = numpy()
+    assert np is not None
+    d = np.frombuffer(data, np.uint8)
+    last = len(data) - 1
+    if fields is None:
+        ordered = sorted(rel.items())
+        fields = np.array([o for o, _ in ordered], np.int64), np.array([k for _, k in ordered], np.int64)
+    roff, rkind = fields
+    if not len(roff):
+        roff, rkind = np.array([-1], np.int64), np.array([-1], np.int64)
+    slow: list[int] = []
+    for g, (z, fde_enc, size, lsda_enc, kinds) in enumerate(fdes.infos):
+        m = np.flatnonzero(fdes.group == g)
+        if lsda_enc != OMIT or not kinds:
+            slow += m.tolist()
+            continue
+        end = fdes.end[m]
+        pc_begin = fdes.pos[m] + 8
+        p = pc_begin + 2 * size                         # past pc_range
+        ok = p <= end
+        i = np.minimum(np.searchsorted(roff, pc_begin), len(roff) - 1)
+        ok &= roff[i] == pc_begin
+        k = rkind[i]
+        ok &= (k == kinds[0]) if len(kinds) == 1 else np.isin(k, kinds)
+        if fde_enc & 0x8:
+            ok &= d[np.minimum(p - 1, last)] < 0x80     # pc_range's sign bit
+        if z:
+            n = d[np.minimum(p, last)].astype(np.int64)  # augmentation length: one ULEB128 byte
+            ok &= (p < end) & (n < 0x80)
+            p = p + 1 + n
+            ok &= p <= end
+        rows = np.flatnonzero(ok)
+        ok[rows[_failing_programs(data, p[rows], end[rows])]] = False
+        used += pc_begin[ok].tolist()
+        slow += m[~ok].tolist()
+    for j in sorted(slow):
+        _check_fde(data, int(fdes.pos[j]), int(fdes.end[j]), fdes.infos[int(fdes.group[j])], rel, used, where)
+
+
+def _check_targets_columns(data: bytes, cols: RelaColumns, where: str, obj: ObjectFile, fdes: _Fdes,
+                           personalities: list[tuple[int, int, int]]) -> None:
+    """``_check_targets`` for a big section: every FDE's pc_begin at code of
+    this object and its range inside that section, as columns; LSDA and
+    personality pointers (few) and anything the columns refuse go through
+    ``_check_targets``, which says what is wrong."""
+    np = numpy()
+    assert np is not None
+    live = cols.kind != Reloc.NONE
+    off, sym, addend = cols.offset[live], cols.symbol[live], cols.addend[live]
+    if len(off) > 1 and not (off[1:] > off[:-1]).all():
+        order = np.argsort(off, kind="stable")
+        off, sym, addend = off[order], sym[order], addend[order]
+    value, shndx, _, _ = obj.symbol_columns()
+    flags = np.array(obj.sh_flags, np.uint64)
+    section_size = np.array(obj.sh_size, np.uint64)
+    d = np.frombuffer(data, np.uint8)
+    good = True
+    for g, info in enumerate(fdes.infos):
+        size = info[2]
+        pc_begin = fdes.pos[fdes.group == g] + 8
+        if not len(off):
+            break
+        i = np.minimum(np.searchsorted(off, pc_begin), len(off) - 1)
+        has = off[i] == pc_begin
+        i, pc_begin = i[has], pc_begin[has]      # pc_begin 0: libgcc skips the FDE
+        si = sym[i]
+        x = shndx[si]
+        inside = (x > 0) & (x < obj.shnum)
+        x = np.where(inside, x, 0)
+        start = value[si] + addend[i].view(np.uint64)       # modulo 2**64: below 0 is far above
+        at = (pc_begin + size)[:, None] + np.arange(size)
+        length = (d[at].astype(np.uint64) << (np.arange(size, dtype=np.uint64) * np.uint64(8))).sum(
+            axis=1, dtype=np.uint64)
+        stop = start + length
+        good = good and bool((inside & (flags[x] & np.uint64(SHF_EXECINSTR) != 0) & (start >> np.uint64(63) == 0)
+                              & (stop >= start) & (stop <= section_size[x])).all())
+    lsda = [g for g, info in enumerate(fdes.infos) if info[0] and info[3] != OMIT]
+    if not good or lsda or personalities:
+        records = fdes.records()
+        _check_targets(data, cols.rows(), where, obj,
+                       records if not good else [r for r in records if r[1][0] and r[1][3] != OMIT], personalities)
+
+
+def _check_columns(data: bytes, cols: RelaColumns, rel: dict[int, int], where: str,
+                   obj: ObjectFile | None) -> int | None:
+    """The whole check of a big section none of whose FDEs is dropped, as
+    columns; where its records end (the terminator).  None when the native
+    walk finds something odd or is not there: the record-by-record check
+    then runs, and says what."""
+    np = numpy()
+    h = native.helpers()
+    if np is None or h is None:
+        return None
+    n = len(data)
+    d = np.frombuffer(data, np.uint8)
+    out = np.empty(n // 8 + 1, np.int64)
+    stop = np.zeros(1, np.int64)
+    count = h.eh_records(d.ctypes.data, n, out.ctypes.data, len(out), stop.ctypes.data)
+    if count < 0:
+        return None
+    pos, end_of_records = out[:count], int(stop[0])
+    length = _u32s(np, d, pos)
+    ident = _u32s(np, d, pos + 4)
+    end = pos + 4 + length
+    cie = ident == 0
+    fde_pos, fde_end, fde_cie = pos[~cie], end[~cie], (pos + 4 - ident)[~cie]
+    cie_pos = pos[cie]
+    j = np.minimum(np.searchsorted(cie_pos, fde_cie), max(len(cie_pos) - 1, 0))
+    if len(fde_pos) and (not len(cie_pos) or not (cie_pos[j] == fde_cie).all()):
+        return None                                 # an FDE whose CIE is not one
+    used: list[int] = []
+    personalities: list[tuple[int, int, int]] = []
+    infos: dict[_CieInfo, int] = {}
+    cie_group: list[int] = []
+    for p, e in zip(cie_pos.tolist(), end[cie].tolist()):
+        info, personality = _check_cie(data, p, e, rel, used, where)
+        if personality:
+            personalities.append((p, p + personality[0], personality[1]))
+        cie_group.append(infos.setdefault(info, len(infos)))
+    if end_of_records != n and any(data[end_of_records:]):
+        raise MalformedObjectError(f"{where}+{end_of_records:#x}: trailing bytes after the .eh_frame terminator")
+    fdes = _Fdes(fde_pos, fde_end, np.array(cie_group, np.int64)[j] if len(fde_pos) else j, list(infos))
+    live = cols.kind != Reloc.NONE
+    roff, rkind = cols.offset[live], cols.kind[live]
+    if len(roff) > 1 and not (roff[1:] > roff[:-1]).all():
+        order = np.argsort(roff, kind="stable")
+        roff, rkind = roff[order], rkind[order]
+    _check_fdes(data, fdes, rel, (roff, rkind), used, where)
+    if len(used) != len(rel):
+        _unclaimed(data, rel, used, end_of_records, where)
+    if obj is not None:
+        _check_targets_columns(data, cols, where, obj, fdes, personalities)
+    return end_of_records
+
+
+def _unclaimed(data: bytes, rel: dict[int, int], used: list[int], pos: int, where: str) -> None:
+    """The error for a relocation that applies to no pointer field."""
+    off = min(set(rel).difference(used))
+    start = 0
+    while start + 4 <= pos and start + 4 + _u32.unpack_from(data, start)[0] <= off:
+        start += 4 + _u32.unpack_from(data, start)[0]
+    raise MalformedObjectError(f"{where}+{start:#x}: relocation {NAMES.get(rel[off], rel[off])} at +{off:#x} "
+                               "applies to no pointer field of a CIE or FDE")
+
+
+def prune_eh_frame(data: bytes, relocs: list[Rela] | RelaColumns, where: str,
                    dropped: Callable[[int], bool] | None = None, *,
-                   obj: ObjectFile | None = None) -> tuple[bytes, list[Rela]]:
+                   obj: ObjectFile | None = None) -> tuple[bytes, list[Rela] | RelaColumns]:
     """Check an ``.eh_frame`` section completely (see the module docstring)
     and remove FDEs whose ``pc_begin`` points into a discarded section.
     With ``obj``, the object the section belongs to, also check what the
     relocated pointers point at (``_check_targets``).
 
+    ``relocs`` are the section's relocations, as a list or (a big section)
+    as numpy columns, which are checked as columns (see above).
+
     Returns the section bytes and relocations, moved to match when FDEs were removed.
     """
     if type(data) is not bytes:
         data = bytes(data)
+    n = len(data)
     rel: dict[int, int] = {}
-    for off, kind, _si, _a in relocs:
-        if kind != Reloc.NONE:
-            if off in rel:
-                raise MalformedObjectError(f"{where}+{off:#x}: two relocations apply to one .eh_frame field")
-            rel[off] = kind
+    cols = relocs if isinstance(relocs, RelaColumns) else None
+    if cols is not None:
+        live = cols.kind != Reloc.NONE
+        rel = dict(zip(cols.offset[live].tolist(), cols.kind[live].tolist()))
+        if len(rel) != int(live.sum()):         # the row-by-row check says which field
+            return prune_eh_frame(data, cols.rows(), where, dropped, obj=obj)
+        if dropped is None:
+            stop = _check_columns(data, cols, rel, where, obj)
+            if stop is not None:
+                return (data[:stop] if stop != n else data), relocs
+    else:
+        for off, kind, _si, _a in _rows(relocs):
+            if kind != Reloc.NONE:
+                if off in rel:
+                    raise MalformedObjectError(f"{where}+{off:#x}: two relocations apply to one .eh_frame field")
+                rel[off] = kind
     used: list[int] = []        # relocations found at the pointer fields they belong to
     # field offset -> the symbol its relocation names: an FDE goes when its pc_begin's symbol is dropped
-    pc_symbol = {off: si for off, kind, si, _a in relocs if kind != Reloc.NONE} if dropped is not None else {}
-    keep: list[tuple[int, int]] = []   # kept records as (start, end)
+    pc_symbol: dict[int, int] = {}
+    if dropped is not None:
+        pc_symbol = {off: si for off, kind, si, _a in _rows(relocs) if kind != Reloc.NONE}
+    keep: list[tuple[int, int]] = []   # kept records as (start, end), when some may go
     cies: dict[int, _CieInfo] = {}
     fdes: list[tuple[int, _CieInfo]] = []
+    batch: list[tuple[int, int, _CieInfo]] | None = [] if cols is not None else None   # FDEs checked as columns
     personalities: list[tuple[int, int, int]] = []     # (CIE, personality field, encoding)
-    pos, n = 0, len(data)
+    pos = 0
+    unpack = _u32.unpack_from
     while pos + 4 <= n:
-        (length,) = _u32.unpack_from(data, pos)
+        (length,) = unpack(data, pos)
         if length == 0:
             break
         if length == 0xFFFFFFFF:
@@ -521,51 +816,49 @@ def prune_eh_frame(data: bytes, relocs: list[Rela], where: str,
         end = pos + 4 + length
         if end > n or length < 4:
             raise MalformedObjectError(f"{where}+{pos:#x}: .eh_frame record of length {length} runs past the section")
-        (cie_id,) = _u32.unpack_from(data, pos + 4)
-        try:
-            if cie_id == 0:
-                key = data[pos:end]
-                hit = _cie_cache.get(key)
-                if hit is None:
-                    info, personality, simple = _cie(data, pos, end, rel, used)
-                    if simple:
-                        if len(_cie_cache) >= 256:
-                            _cie_cache.clear()
-                        _cie_cache[key] = info, personality
-                else:
-                    info, personality = hit
-                    if personality:
-                        _pointer(data, pos + personality[0], end, personality[1], rel, used, "personality pointer")
+        (cie_id,) = unpack(data, pos + 4)
+        if cie_id == 0:
+            hit = _cie_cache.get(data[pos:end])
+            if hit is not None and hit[1] is None:      # seen before, nothing relocated in it
+                cies[pos] = hit[0]
+            else:
+                info, personality = _check_cie(data, pos, end, rel, used, where)
                 if personality:
                     personalities.append((pos, pos + personality[0], personality[1]))
                 cies[pos] = info
-            else:
-                cie = cies.get(pos + 4 - cie_id)
-                if cie is None:
-                    raise MalformedObjectError(
-                        f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
-                _fde(data, pos, end, cie, rel, used)
-                fdes.append((pos, cie))
-        except _Bad as e:
-            raise MalformedObjectError(f"{where}+{pos:#x}: {'FDE' if cie_id else 'CIE'} {e}") from None
-        except IndexError:
-            raise MalformedObjectError(
-                f"{where}+{pos:#x}: {'FDE' if cie_id else 'CIE'} runs past the end of the section") from None
-        pc_begin = pc_symbol.get(pos + 8) if cie_id else None
-        if pc_begin is None or dropped is None or not dropped(pc_begin):
-            keep.append((pos, end))
+        else:
+            cie = cies.get(pos + 4 - cie_id)
+            if cie is None:
+                raise MalformedObjectError(f"{where}+{pos:#x}: FDE points at {pos + 4 - cie_id:#x}, which is no CIE")
+            if batch is not None:
+                batch.append((pos, end, cie))
+            elif not _known_fde(data, pos, end, cie, rel, used):
+                try:
+                    _fde(data, pos, end, cie, rel, used)
+                except _Bad as e:
+                    raise MalformedObjectError(f"{where}+{pos:#x}: FDE {e}") from None
+                except IndexError:
+                    raise MalformedObjectError(f"{where}+{pos:#x}: FDE runs past the end of the section") from None
+                _remember_fde(data, pos, end, cie)
+            fdes.append((pos, cie))
+        if dropped is not None:
+            pc_begin = pc_symbol.get(pos + 8) if cie_id else None
+            if pc_begin is None or not dropped(pc_begin):
+                keep.append((pos, end))
         pos = end
     if pos != n and any(data[pos:]):
         raise MalformedObjectError(f"{where}+{pos:#x}: trailing bytes after the .eh_frame terminator")
+    if batch:
+        np = numpy()
+        assert np is not None
+        groups: dict[_CieInfo, int] = {}
+        _check_fdes(data, _Fdes(np.array([b[0] for b in batch], np.int64), np.array([b[1] for b in batch], np.int64),
+                                np.array([groups.setdefault(b[2], len(groups)) for b in batch], np.int64),
+                                list(groups)), rel, None, used, where)
     if len(used) != len(rel):
-        off = min(set(rel).difference(used))
-        start = 0
-        while start + 4 <= pos and start + 4 + _u32.unpack_from(data, start)[0] <= off:
-            start += 4 + _u32.unpack_from(data, start)[0]
-        raise MalformedObjectError(f"{where}+{start:#x}: relocation {NAMES.get(rel[off], rel[off])} at +{off:#x} "
-                                   "applies to no pointer field of a CIE or FDE")
+        _unclaimed(data, rel, used, pos, where)
     if obj is not None:
-        _check_targets(data, relocs, where, obj, fdes, personalities)
+        _check_targets(data, _rows(relocs), where, obj, fdes, personalities)
     if dropped is None or sum(stop - start for start, stop in keep) == pos:
         # without its terminator: one object's sections are laid end to end
         # in one table, and the linker writes a single terminator after them
@@ -581,8 +874,12 @@ def prune_eh_frame(data: bytes, relocs: list[Rela], where: str,
             _u32.pack_into(out, new_pos[start] + 4, new_pos[start] + 4 - new_pos[start + 4 - cie_id])
     starts = [start for start, _ in keep]
     moved: list[Rela] = []
-    for off, kind, si, a in relocs:
+    for off, kind, si, a in _rows(relocs):
         j = bisect.bisect_right(starts, off) - 1
         if j >= 0 and off < keep[j][1]:
             moved.append((off - starts[j] + new_pos[starts[j]], kind, si, a))
     return bytes(out), moved
+
+
+def _rows(relocs: list[Rela] | RelaColumns) -> list[Rela]:
+    return relocs.rows() if isinstance(relocs, RelaColumns) else relocs

@@ -10,14 +10,20 @@ MalformedObjectError naming the object and the offending item.
 Tables are decoded with one ``struct`` call each and kept as columns (one
 tuple per field) so that the checks run in C (``max``, set inclusion) and a
 1 KiB object parses in a few microseconds.  Names are decoded only for
-allocated sections and global symbols, the ones a link looks at.
+allocated sections and global symbols, the ones a link looks at.  A big
+symbol table (``vector.MIN_ROWS``) is read by numpy instead, its names cut
+from the string table in one go; a big section's relocations are also
+offered as numpy columns (``relocation_columns``) for the vector paths of
+``x86_64.py`` and ``ehframe.py``.
 """
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from operator import add
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
+from . import vector
 from .errors import MalformedObjectError
 
 # File identification and types (gABI).
@@ -60,10 +66,27 @@ NOTE = struct.Struct("<III")                    # n_namesz, n_descsz, n_type; na
 
 # One RELA entry as ObjectFile.relocations gives it: (offset, type, symbol index, addend).
 Rela: TypeAlias = tuple[int, int, int, int]
+# The same record as a numpy dtype (ObjectFile.relocation_columns).
+RELA_DTYPE = [("offset", "<u8"), ("info", "<u8"), ("addend", "<i8")]
+SYM_DTYPE = [("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")]
 
 _SHDR = SHDR.format[1:]       # one section header's fields, repeated to read the table in one call
 _SYM = SYM.format[1:]
 _RELA = RELA.format[1:]
+# compiled readers of whole tables, by (record, count): one struct call per table
+_TableReader = Callable[[bytes, int], tuple[int, ...]]
+_readers: dict[tuple[str, int], _TableReader] = {}
+
+
+def _reader(record: str, count: int) -> _TableReader:
+    """``unpack_from`` of ``count`` records of ``record`` (compiled once per count)."""
+    key = (record, count)
+    read = _readers.get(key)
+    if read is None:
+        if len(_readers) >= 512:
+            _readers.clear()
+        read = _readers[key] = struct.Struct("<" + record * count).unpack_from
+    return read
 _VALID_ALIGN = frozenset([0] + [1 << i for i in range(21)])
 _SPECIAL_SHNDX = frozenset((SHN_ABS, SHN_COMMON))
 
@@ -97,6 +120,29 @@ class Group(NamedTuple):
     members: tuple[int, ...]
 
 
+class RelaColumns:
+    """A section's relocations as numpy columns (int64 arrays, one row per
+    relocation), for the vector paths of big sections (``vector.py``)."""
+
+    __slots__ = ("offset", "kind", "symbol", "addend")
+
+    def __init__(self, offset: Any, kind: Any, symbol: Any, addend: Any) -> None:
+        self.offset = offset
+        self.kind = kind
+        self.symbol = symbol
+        self.addend = addend
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def row(self, i: int) -> Rela:
+        return int(self.offset[i]), int(self.kind[i]), int(self.symbol[i]), int(self.addend[i])
+
+    def rows(self) -> list[Rela]:
+        """Every relocation as a tuple, as ``ObjectFile.relocations`` gives them."""
+        return list(zip(self.offset.tolist(), self.kind.tolist(), self.symbol.tolist(), self.addend.tolist()))
+
+
 def is_elf(data: bytes) -> bool:
     return data[:4] == ELFMAG
 
@@ -104,6 +150,22 @@ def is_elf(data: bytes) -> bool:
 def is_elf64_le(ident: bytes) -> bool:
     """Whether ``e_ident`` says 64-bit little-endian (the only ELF hotlink reads)."""
     return ident[EI_CLASS] == ELFCLASS64 and ident[EI_DATA] == ELFDATA2LSB
+
+
+def _names_at(np: Any, table: bytes, offsets: Sequence[int]) -> list[str] | None:
+    """The NUL-terminated strings of ``table`` at ``offsets`` ("" for offset
+    0), the table decoded in one go (a name that is the tail of another,
+    which ld makes, alone); None if one is not terminated."""
+    ends = np.flatnonzero(np.frombuffer(table, np.uint8) == 0)
+    at = np.array(offsets, np.int64)
+    if not len(ends) or (at > ends[-1]).any():
+        return None
+    piece = np.searchsorted(ends, at)            # strings before the one at each offset
+    strings = table.decode("utf-8", "surrogateescape").split("\0")
+    out = [strings[k] if o else "" for k, o in zip(piece.tolist(), offsets)]
+    for i in np.flatnonzero((at != 0) & (at != np.concatenate(([0], ends[:-1] + 1))[piece])).tolist():
+        out[i] = _cstr(table, offsets[i]) or ""       # (terminated: at <= the last NUL)
+    return out
 
 
 def _cstr(table: bytes, off: int) -> str | None:
@@ -125,7 +187,8 @@ class ObjectFile:
     __slots__ = ("name", "data", "shnum", "sh_name", "sh_type", "sh_flags", "sh_offset", "sh_size",
                  "sh_link", "sh_info", "sh_align", "_shstrtab", "_names", "symtab_index",
                  "sym_name", "sym_value", "sym_size", "sym_info", "sym_other",
-                 "sym_shndx", "first_global", "_strtab", "_rela", "_relocs", "groups")
+                 "sym_shndx", "first_global", "_strtab", "rela_sections", "_relocs", "_columns", "_symbol_columns",
+                 "groups")
 
     # (annotations only: the values live in the slots)
     name: str
@@ -134,11 +197,11 @@ class ObjectFile:
     # the symbol table, one column per field, indexed by symbol number
     symtab_index: int
     sym_name: list[str]
-    sym_value: tuple[int, ...]
-    sym_size: tuple[int, ...]
-    sym_info: tuple[int, ...]
-    sym_other: tuple[int, ...]
-    sym_shndx: tuple[int, ...]
+    sym_value: Sequence[int]     # a tuple, or for a big table a list
+    sym_size: Sequence[int]
+    sym_info: Sequence[int]
+    sym_other: Sequence[int]
+    sym_shndx: Sequence[int]
     first_global: int
     groups: list[Group]
 
@@ -170,7 +233,7 @@ class ObjectFile:
         if shnum == 0 or shoff + shnum * SHDR.size > n:
             raise MalformedObjectError(
                 f"{name}: {shnum} section headers at offset {shoff:#x} run past the end of the file ({n:#x})")
-        flat: tuple[int, ...] = struct.unpack_from("<" + _SHDR * shnum, data, shoff)
+        flat = _reader(_SHDR, shnum)(data, shoff)
         self.shnum = shnum
         self.sh_name = flat[0::10]
         self.sh_type = types = flat[1::10]
@@ -195,6 +258,8 @@ class ObjectFile:
         self._shstrtab = data[off:off + self.sh_size[shstrndx]]
         self._names: dict[int, str] = {}
         self._relocs: dict[int, list[Rela]] = {}
+        self._columns: dict[int, RelaColumns] = {}
+        self._symbol_columns: tuple[Any, Any, Any, Any] | None = None
         self.groups: list[Group] = []
         self.symtab_index = 0
         self.sym_name = []
@@ -207,11 +272,15 @@ class ObjectFile:
         if SHT_REL in types:
             raise MalformedObjectError(f"{name}: section {self.section_name(types.index(SHT_REL))!r} "
                                        "uses REL relocations; x86-64 uses RELA")
-        self._rela: dict[int, list[int]] = {}
+        self.rela_sections: dict[int, list[int]] = {}   # section -> the RELA sections for it
         if SHT_RELA in types:
-            for i, t in enumerate(types):
-                if t == SHT_RELA:
-                    self._check_rela(i)
+            i = types.index(SHT_RELA)
+            while True:
+                self._check_rela(i)
+                try:
+                    i = types.index(SHT_RELA, i + 1)
+                except ValueError:
+                    break
         if SHT_GROUP in types:
             for i, t in enumerate(types):
                 if t == SHT_GROUP:
@@ -254,17 +323,35 @@ class ObjectFile:
             raise MalformedObjectError(f"{name}: symbol table links to section {link}, which is not a string table")
         self.symtab_index = si
         count = size // SYM.size
-        flat = struct.unpack_from("<" + _SYM * count, data, self.sh_offset[si])
         off = self.sh_offset[link]
         strtab = self._strtab = data[off:off + self.sh_size[link]]
-        names_off = flat[0::6]
-        self.sym_info = info = flat[1::6]       # bind << 4 | type
-        self.sym_other = flat[2::6]             # visibility in the low 2 bits
-        shndx = flat[3::6]
-        self.sym_value = flat[4::6]
-        self.sym_size = flat[5::6]
+        np = vector.numpy() if count >= vector.MIN_ROWS else None
+        names_off: tuple[int, ...] | list[int]
+        shndx: tuple[int, ...] | list[int]
+        if np is None:
+            flat = _reader(_SYM, count)(data, self.sh_offset[si])
+            names_off = flat[0::6]
+            self.sym_info = info = flat[1::6]       # bind << 4 | type
+            self.sym_other = flat[2::6]             # visibility in the low 2 bits
+            shndx = flat[3::6]
+            self.sym_value = flat[4::6]
+            self.sym_size = flat[5::6]
+            top_shndx = max(shndx) if count else 0
+            top_name = -1           # checked name by name below (only globals' are read)
+        else:                                       # a big table: its columns in C, by numpy
+            table = np.frombuffer(data, SYM_DTYPE, count, self.sh_offset[si])
+            names_off = table["name"].tolist()
+            self.sym_info = info = table["info"].tolist()
+            self.sym_other = table["other"].tolist()
+            shndx = table["shndx"].tolist()
+            self.sym_value = table["value"].tolist()
+            self.sym_size = table["size"].tolist()
+            top_shndx, top_name = int(table["shndx"].max()), int(table["name"].max())
         nsec = self.shnum
-        if count and max(shndx) >= nsec and not _SPECIAL_SHNDX.issuperset(set(shndx).difference(range(nsec))):
+        beyond = set(shndx) if top_shndx >= nsec else None   # (gcc's file symbol is SHN_ABS)
+        if beyond is not None:
+            beyond -= _SPECIAL_SHNDX
+        if beyond and max(beyond) >= nsec:
             fixed = list(shndx)
             for i, x in enumerate(shndx):
                 if x < nsec or x == SHN_ABS or x == SHN_COMMON:
@@ -277,24 +364,51 @@ class ObjectFile:
                     f"{name}: symbol {i} refers to section {x:#x}, past the last ({nsec - 1})")
             shndx = tuple(fixed)
         self.sym_shndx = shndx
-        if count and max(names_off) >= max(len(strtab), 1):
-            i = next(i for i, o in enumerate(names_off) if o >= len(strtab) and o)
-            raise MalformedObjectError(
-                f"{name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
+        if top_name >= max(len(strtab), 1):
+            self._name_outside(names_off, len(strtab))
         # locals come first (sh_info is the first global), but trust nothing
         first = self.sh_info[si]
-        if first > count or first == 0 and count or min(info[first:], default=16) < 16:
+        if first > count or first == 0 and count or first < count and min(info[first:]) < 16:
             first = next((i for i in range(count) if info[i] >= 16), count)
             if min(info[first:], default=16) < 16:
                 raise MalformedObjectError(f"{name}: local symbols follow global ones in the symbol table")
         self.first_global = first
         names = [""] * first
+        if np is not None and count - first >= vector.MIN_ROWS:
+            found = _names_at(np, strtab, names_off[first:])
+            if found is not None:
+                self.sym_name = names + found
+                return
         for o in names_off[first:]:
             s = _cstr(strtab, o) if o else ""
             if s is None:
+                if o >= len(strtab):
+                    self._name_outside(names_off, len(strtab))
                 raise MalformedObjectError(f"{name}: a symbol name at {o:#x} is not terminated")
             names.append(s)
         self.sym_name = names
+
+    def _name_outside(self, names_off: Sequence[int], size: int) -> None:
+        i = next(i for i, o in enumerate(names_off) if o >= size and o)
+        raise MalformedObjectError(
+            f"{self.name}: symbol {i} has a name offset {names_off[i]:#x} outside the string table")
+
+    def symbol_columns(self) -> tuple[Any, Any, Any, Any]:
+        """``sym_value`` (uint64), ``sym_shndx``, ``sym_info`` and
+        ``sym_other`` (int64) as numpy arrays, for the vector paths of big
+        objects; numpy must be installed."""
+        if self._symbol_columns is None:
+            np = vector.numpy()
+            assert np is not None
+            count = len(self.sym_info)
+            table = np.frombuffer(self.data, SYM_DTYPE, count, self.sh_offset[self.symtab_index]) if count \
+                else np.zeros(0, SYM_DTYPE)
+            shndx = table["shndx"].astype(np.int64)
+            if (shndx == SHN_XINDEX).any():
+                shndx = np.array(self.sym_shndx, np.int64)      # the extended indices, as read
+            self._symbol_columns = (table["value"].copy(), shndx, table["info"].astype(np.int64),
+                                    table["other"].astype(np.int64))
+        return self._symbol_columns
 
     def _xindex(self, symtab: int, i: int) -> int:
         for s in range(self.shnum):
@@ -357,7 +471,7 @@ class ObjectFile:
             raise MalformedObjectError(
                 f"{name}: relocation section {self.section_name(r)!r} does not use the symbol table")
         if size:
-            self._rela.setdefault(target, []).append(r)
+            self.rela_sections.setdefault(target, []).append(r)
 
     def relocations(self, target: int) -> list[Rela]:
         """RELA entries (offset, type, symbol index, addend) that apply to section ``target``."""
@@ -365,9 +479,14 @@ class ObjectFile:
         if relocs is None:
             relocs = []
             nsyms = len(self.sym_info)
-            for r in self._rela.get(target, ()):
+            for r in self.rela_sections.get(target, ()):
                 count = self.sh_size[r] // RELA.size
-                flat = struct.unpack_from("<" + _RELA * count, self.data, self.sh_offset[r])
+                if count == 1:              # (an .eh_frame of one FDE, the common tiny case)
+                    off, info, a = RELA.unpack_from(self.data, self.sh_offset[r])
+                    if info >> 32 < nsyms:
+                        relocs.append((off, info & 0xFFFFFFFF, info >> 32, a))
+                        continue
+                flat = _reader(_RELA, count)(self.data, self.sh_offset[r])
                 info = flat[1::3]
                 if max(info) >> 32 >= nsyms:
                     i = next(i for i, x in enumerate(info) if x >> 32 >= nsyms)
@@ -378,8 +497,41 @@ class ObjectFile:
             self._relocs[target] = relocs
         return relocs
 
+    def relocation_count(self, target: int) -> int:
+        return sum(self.sh_size[r] for r in self.rela_sections.get(target, ())) // RELA.size
+
+    def relocation_columns(self, target: int, min_rows: int | None = None) -> RelaColumns | None:
+        """The relocations of section ``target`` as numpy columns, when there
+        are at least ``min_rows`` of them (``vector.MIN_ROWS`` by default:
+        where the vector paths pay off) and numpy is installed; else None
+        (use ``relocations``)."""
+        if min_rows is None:
+            min_rows = vector.MIN_ROWS
+        parts = self.rela_sections.get(target)
+        if parts is None or len(parts) == 1 and self.sh_size[parts[0]] < min_rows * RELA.size:
+            return None                 # few: the common case, answered at once
+        cols = self._columns.get(target)
+        if cols is not None:
+            return cols
+        count = self.relocation_count(target)
+        np = vector.numpy() if count >= min_rows else None
+        if np is None:
+            return None
+        tables = [np.frombuffer(self.data, RELA_DTYPE, self.sh_size[r] // RELA.size, self.sh_offset[r])
+                  for r in parts]
+        table = tables[0] if len(tables) == 1 else np.concatenate(tables)
+        info = table["info"]
+        symbol = (info >> np.uint64(32)).astype(np.int64)
+        if int(symbol.max()) >= len(self.sym_info):
+            self.relocations(target)        # raises, naming the relocation
+        # (an offset past 2**63 turns negative: out of the section either way)
+        cols = self._columns[target] = RelaColumns(
+            table["offset"].astype(np.int64), (info & np.uint64(0xFFFFFFFF)).astype(np.int64), symbol,
+            table["addend"].astype(np.int64))
+        return cols
+
     def has_relocations(self, target: int) -> bool:
-        return target in self._rela
+        return target in self.rela_sections
 
     # --- groups ----------------------------------------------------------
 

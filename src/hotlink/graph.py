@@ -22,7 +22,13 @@ HAS_IFUNC, HAS_TLS = 1, 2
 WEAK, FUNC, HIDDEN, STUB = 1, 2, 4, 8   # STUB: the published address is an entry stub
 THREAD = 16                             # a thread-local: the "address" is its offset in its unit's TLS image
 
-_ALLOC, _EXCLUDE = elf.SHF_ALLOC, elf.SHF_EXCLUDE
+_ALLOC, _EXCLUDE, _TLS = elf.SHF_ALLOC, elf.SHF_EXCLUDE, elf.SHF_TLS
+# flags that make a section plain code, or plain .bss, for LinkObject (see classify)
+_CODE_MASK, _CODE = _ALLOC | _EXCLUDE | _TLS | elf.SHF_EXECINSTR, _ALLOC | elf.SHF_EXECINSTR
+_DATA_MASK = _ALLOC | _EXCLUDE | _TLS
+# st_info values (bind << 4 | type) of IFUNC and TLS symbols, any binding
+_IFUNC_INFO = frozenset(b << 4 | elf.STT_GNU_IFUNC for b in range(16))
+_TLS_INFO = frozenset(b << 4 | elf.STT_TLS for b in range(16))
 
 if TYPE_CHECKING:
     from .library import Unit
@@ -82,9 +88,12 @@ class LinkObject:
         self.obj = obj
         self.unit = unit
         self.library = library
-        flags = obj.sh_flags
-        # (index, role, pool) of every allocated section that takes part
-        self.sections = [(i, *classify(obj, i)) for i in range(obj.shnum) if flags[i] & _ALLOC]
+        flags, types = obj.sh_flags, obj.sh_type
+        # (index, role, pool) of every allocated section that takes part; code
+        # and .bss, the common cases, need no name
+        self.sections = [(i, PLACE, CODE) if f & _CODE_MASK == _CODE and types[i] == elf.SHT_PROGBITS
+                         else (i, PLACE, DATA) if f & _DATA_MASK == _ALLOC and types[i] == elf.SHT_NOBITS
+                         else (i, *classify(obj, i)) for i, f in enumerate(flags) if f & _ALLOC]
         self.dropped: set[int] = set()      # sections of discarded COMDAT groups
         self.addr = [0] * obj.shnum         # placed address per section
         self.commons: dict[int, int] = {}   # symbol index -> address, for SHN_COMMON
@@ -92,11 +101,11 @@ class LinkObject:
         self.blocks: list[tuple[int, int, int]] = []   # (pool, address, size)
         self.eh_block = 0
         self.got_base = 0
-        self.eh: dict[int, tuple[bytes, list]] = {}   # pruned .eh_frame contents and relocations
-        types = {x & 15 for x in set(obj.sym_info)}
-        self.special = ((HAS_IFUNC if elf.STT_GNU_IFUNC in types else 0)
-                        | (HAS_TLS if elf.STT_TLS in types or any(s[1] == THREAD_LOCAL for s in self.sections)
-                           else 0))
+        self.eh: dict[int, tuple[bytes, Any]] = {}   # pruned .eh_frame contents and relocations (list or columns)
+        info = set(obj.sym_info)
+        self.special = ((0 if _IFUNC_INFO.isdisjoint(info) else HAS_IFUNC)
+                        | (HAS_TLS if not _TLS_INFO.isdisjoint(info) or any(map(_TLS.__and__, flags))
+                           and any(s[1] == THREAD_LOCAL for s in self.sections) else 0))
         self.tls: dict[tuple[int, int], int] = {}   # (TLS relocation kind, symbol) -> value (tls.py)
 
     def drop_group(self, members: Iterable[int]) -> None:

@@ -29,15 +29,12 @@ def needs_low_memory(lo: LinkObject) -> bool:
     C), so PIC objects pay a microsecond or so; debug sections, which use
     ``R_X86_64_32`` for offsets and are never placed, do not count."""
     obj = lo.obj
-    types = obj.sh_type
-    if elf.SHT_RELA not in types:
-        return False
     data, offset, size = obj.data, obj.sh_offset, obj.sh_size
-    for r, t in enumerate(types):
-        if t == elf.SHT_RELA:
+    for target, tables in obj.rela_sections.items():
+        for r in tables:
             kinds = data[offset[r] + 8:offset[r] + size[r]:_RELA_SIZE]
             if (_ABSOLUTE_32[0] in kinds or _ABSOLUTE_32[1] in kinds) and any(
-                    i == obj.sh_info[r] and role != SKIP for i, role, _ in lo.sections):
+                    i == target and role != SKIP for i, role, _ in lo.sections):
                 return True
     return False
 
@@ -72,25 +69,30 @@ def place(lo: LinkObject, arena: Arena, low: str = "") -> None:
     sizes, aligns = obj.sh_size, obj.sh_align
     size = [0, 0, 0]
     align = [1, 1, 1]
-    offset = {}
+    offset = []                 # per entry of lo.sections
     eh_size = 0
     for i, role, p in lo.sections:
         if role == PLACE:
-            a = aligns[i] or 1
-            if a > PAGE:
-                raise UnsupportedRelocationError(
-                    f"{obj.name}: section {obj.section_name(i)!r} asks for {a}-byte alignment; "
-                    f"at most {PAGE} is supported")
-            if a > align[p]:
-                align[p] = a
-            o = (size[p] + a - 1) & -a
-            offset[i] = o
+            a = aligns[i]
+            if a > 1:
+                if a > PAGE:
+                    raise UnsupportedRelocationError(
+                        f"{obj.name}: section {obj.section_name(i)!r} asks for {a}-byte alignment; "
+                        f"at most {PAGE} is supported")
+                if a > align[p]:
+                    align[p] = a
+                o = (size[p] + a - 1) & -a
+            else:
+                o = size[p]
+            offset.append(o)
             size[p] = o + sizes[i]
         elif role == EH_FRAME:
             # back to back: the unwinder walks records with no gaps between
             # them, up to the one terminator after the last
-            offset[i] = eh_size
+            offset.append(eh_size)
             eh_size += len(lo.eh[i][0]) if i in lo.eh else sizes[i]
+        else:
+            offset.append(0)
     placed_commons = []
     shndx = obj.sym_shndx
     for si in range(obj.first_global, len(shndx)) if elf.SHN_COMMON in shndx else ():
@@ -117,11 +119,12 @@ def place(lo: LinkObject, arena: Arena, low: str = "") -> None:
     except LowMemoryError as e:
         raise low_memory_error(low, e) from None
     addr = lo.addr
-    for i, role, p in lo.sections:
+    eh = lo.eh_block
+    for (i, role, p), o in zip(lo.sections, offset):
         if role == PLACE:
-            addr[i] = base[p] + offset[i]
+            addr[i] = base[p] + o
         elif role == EH_FRAME:
-            addr[i] = lo.eh_block + offset[i]
+            addr[i] = eh + o
     for si, o in placed_commons:
         lo.commons[si] = base[DATA] + o
     lo.got_base = base[0] or base[1] or base[2] or lo.eh_block

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import call
 from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
@@ -426,8 +427,8 @@ class Library:
             if argtypes:
                 raise TypeError(f"{symbol}: argtypes go with a ctypes restype, not with a C declaration")
             sig = parse_signature(restype, symbol) if isinstance(restype, str) else inferred_signature(d, symbol)
-            return Function.with_signature(symbol, d.address, guard or d.unit, sig, self.session.reclaimer)
-        return Function(symbol, d.address, guard or d.unit, restype, argtypes, self.session.reclaimer)
+            return call.with_signature(symbol, d.address, guard or d.unit, sig, self.session.reclaimer)
+        return call.function(symbol, d.address, guard or d.unit, restype, argtypes, self.session.reclaimer)
 
     def remove(self) -> None:
         self.session.remove_library(self)

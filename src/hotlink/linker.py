@@ -28,9 +28,10 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
-from . import ehframe, elf, forkcopy, layout, patch, platform, tls
+from . import ehframe, elf, forkcopy, layout, patch, platform, tls, vector
 from .arena import CODE, DATA, RODATA, pack_block
 from .errors import (
     DuplicateSymbolError,
@@ -58,7 +59,8 @@ from .graph import (
 )
 from .interrupts import GATE
 from .tables import Acquired
-from .x86_64 import TLS_KINDS, Fixups, Reloc, Scanner, SectionPlan, kind_name
+from .vector import numpy
+from .x86_64 import TLS_KINDS, ColumnPlan, Fixups, Reloc, Scanner, SectionPlan, kind_name
 
 if TYPE_CHECKING:
     from .archive import Archive
@@ -66,6 +68,9 @@ if TYPE_CHECKING:
     from .session import Session
 
 Found = Pending | Definition
+_Relocs = list[elf.Rela] | elf.RelaColumns
+# what the scan found for one object: section -> (its bytes, relocations, the plan)
+_Job = dict[int, tuple[bytes, _Relocs, SectionPlan | None]]
 
 _LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
@@ -115,6 +120,7 @@ class LinkTransaction:
         self.tls_sections: dict[Unit, list[tuple[LinkObject, int]]] = {}
         self.tls_modules: dict[Unit, tls.TlsModule] = {}
         self.tls_blocks: list[tuple[Unit, int, int]] = []    # (unit, address, size) of TLS index pairs
+        self.targets: dict[LinkObject, Any] = {}     # big objects' values as numpy arrays (fix_up)
 
     # --- gathering -------------------------------------------------------
 
@@ -148,7 +154,8 @@ class LinkTransaction:
         for i, role, _ in lo.sections:
             if role == EH_FRAME:
                 lo.eh[i] = ehframe.prune_eh_frame(
-                    obj.section_bytes(i), obj.relocations(i), f"{obj.name}:{obj.section_name(i)}",
+                    obj.section_bytes(i), obj.relocation_columns(i) or obj.relocations(i),
+                    f"{obj.name}:{obj.section_name(i)}",
                     lo.is_dropped_symbol if lo.dropped else None, obj=obj)
         self._define(lo)
         self.items.append(lo)
@@ -163,6 +170,8 @@ class LinkTransaction:
         dropped = lo.dropped
         obj = lo.obj
         names, info, shndx, sh_flags = obj.sym_name, obj.sym_info, obj.sym_shndx, obj.sh_flags
+        if len(names) - obj.first_global >= vector.MIN_ROWS and self._define_all(lo, pend, published):
+            return
         for si in range(obj.first_global, len(names)):
             x = shndx[si]
             if x == _UNDEF or x in dropped or not names[si]:
@@ -195,6 +204,45 @@ class LinkTransaction:
                 owner = (cur.obj.obj.name if isinstance(cur, Pending)
                          else f"unit {cur.unit.name!r}" if cur.unit is not None else "the process")
                 raise DuplicateSymbolError(name, owner, obj.name)
+
+    @staticmethod
+    def _define_all(lo: LinkObject, pend: dict[str, Pending], published: dict[str, Definition]) -> bool:
+        """``_define`` for an object with many globals, as numpy columns, when
+        none of its names is defined already (in this link or the library)
+        and none twice: they all just become pending.  False (nothing done)
+        otherwise, or without numpy: then ``_define`` goes name by name."""
+        np = numpy()
+        if np is None:
+            return False
+        obj = lo.obj
+        first = obj.first_global
+        value, shndx, info, other = obj.symbol_columns()
+        x, bind, typ = shndx[first:], info[first:] >> 4, info[first:] & 15
+        defined = x != _UNDEF
+        if lo.dropped:
+            defined &= ~np.isin(x, list(lo.dropped))
+        sh_flags = np.array(obj.sh_flags, np.int64)
+        inside = x < obj.shnum
+        flags_x = sh_flags[np.where(inside, x, 0)]
+        if (defined & inside & (flags_x & elf.SHF_ALLOC == 0)).any():
+            return False        # one in a section that is not loaded: the loop names it
+        # as _define: an untyped symbol in code (assembly without .type) is a function too
+        code = (typ == elf.STT_FUNC) | (typ == elf.STT_GNU_IFUNC) | (
+            (typ == elf.STT_NOTYPE) & (x > 0) & (x < elf.SHN_LORESERVE) & inside & (flags_x & elf.SHF_EXECINSTR != 0))
+        vis = other[first:] & 3
+        flags = (np.where((bind == elf.STB_WEAK) | (bind == elf.STB_GNU_UNIQUE) | (x == _COMMON), WEAK, 0)
+                 | np.where(code, FUNC, 0) | np.where((vis == elf.STV_HIDDEN) | (vis == elf.STV_INTERNAL), HIDDEN, 0)
+                 | np.where(typ == elf.STT_TLS, THREAD, 0))
+        names = obj.sym_name
+        at = [si for si in (np.flatnonzero(defined) + first).tolist() if names[si]]
+        chosen = [names[si] for si in at]
+        if len(set(chosen)) != len(chosen) or not pend.keys().isdisjoint(chosen) \
+                or not published.keys().isdisjoint(chosen):
+            return False
+        sizes = obj.sym_size
+        pend.update(zip(chosen, map(Pending, repeat(lo), at, flags[np.array(at, np.int64) - first].tolist(),
+                                    [sizes[si] for si in at])))
+        return True
 
     def pull(self, unit: Unit, offset: int) -> None:
         key = (unit, offset)
@@ -343,19 +391,32 @@ class LinkTransaction:
         addr = lo.addr
         first = obj.first_global
         # locals: section-relative, or absolute
-        values = [v if x == _ABS else addr[x] + v if x != _COMMON else 0
-                  for x, v in zip(shndx[:first], value[:first])]
+        values = self._local_values(lo) if first >= vector.MIN_ROWS else None
+        if values is None:
+            values = [v if x == _ABS else addr[x] + v if x != _COMMON else 0
+                      for x, v in zip(shndx[:first], value[:first])]
         if lo.special & HAS_IFUNC:
             for si in range(first):
                 if obj.sym_info[si] & 15 == elf.STT_GNU_IFUNC and shndx[si]:
                     values[si] = self._ifunc_stub(lo, si)
         unit = lo.unit
         referenced: set[int] | None = None
+        # this object's own definitions that won (most of a big object's
+        # globals): what find() would return, without its search
+        own = self.pending.get(lo.library) if not lo.special & HAS_IFUNC else None
+        commons = lo.commons
         for si in range(first, len(names)):
             name = names[si]
             if name in PLATFORM_NAMES and (shndx[si] == _UNDEF or name == "_GLOBAL_OFFSET_TABLE_"):
                 values.append(self._platform_value(lo, name))
                 continue
+            if own is not None:
+                mine = own.get(name)
+                if mine is not None and mine.obj is lo:
+                    x = shndx[mine.symbol]
+                    values.append(value[mine.symbol] if x == _ABS else commons.get(mine.symbol, 0)
+                                  if x == _COMMON else addr[x] + value[mine.symbol])
+                    continue
             thread_local = self._is_tls(lo, si)
             d = self.find(lo.library, name, pull=False, external=not thread_local) if name else None
             if d is None:
@@ -400,6 +461,25 @@ class LinkTransaction:
             elif other is not None:
                 self.deps.add((unit, other))
         lo.values = values
+
+    @staticmethod
+    def _local_values(lo: LinkObject) -> list[int] | None:
+        """The values of a big object's local symbols, as numpy columns (as
+        ``_resolve`` computes them); None without numpy, or if a value could
+        pass 2**64, where only Python's integers are right."""
+        np = numpy()
+        if np is None:
+            return None
+        obj = lo.obj
+        first = obj.first_global
+        value, shndx, _, _ = obj.symbol_columns()
+        v, x = value[:first], shndx[:first]
+        addr = np.array([*lo.addr, 0], np.uint64)
+        if int(v.max(initial=0)) >> 62 or int(addr.max()) >> 62:
+            return None
+        out: list[int] = np.where(x == _ABS, v, np.where(x == _COMMON, np.uint64(0),
+                                                         addr[np.minimum(x, obj.shnum)] + v)).tolist()
+        return out
 
     def _ifunc_stub(self, lo: LinkObject, si: int) -> int:
         """The stub the references of this link to an IFUNC go through, as a
@@ -605,30 +685,43 @@ class LinkTransaction:
         and which branches a far-call stub, and then each unit acquires its
         entries in one batch; the fixups only compute and write."""
         scanners: dict[Unit, Scanner] = {}
-        jobs: list[dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]]] = []
+        jobs: list[_Job] = []
         for lo in self.items:
             GATE.checkpoint()
             obj, values = lo.obj, lo.values
-            scanner = scanners.get(lo.unit)
-            if scanner is None:
-                scanner = scanners[lo.unit] = Scanner()
-            job: dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]] = {}
+            rela = obj.rela_sections             # sections with relocations
+            job: _Job = {}
+            relocs: _Relocs
             for i, role, _ in lo.sections:
-                if role == PLACE:
-                    if not obj.has_relocations(i) or not obj.sh_size[i] or obj.sh_type[i] == elf.SHT_NOBITS:
-                        continue
-                    data, relocs = obj.section_bytes(i), obj.relocations(i)
-                    base = lo.addr[i]
-                elif role == EH_FRAME:
+                if role == EH_FRAME:
                     data, relocs = lo.eh[i]
                     base = lo.addr[i]
-                elif role == INIT and obj.has_relocations(i):
+                elif i not in rela:
+                    continue
+                elif role == PLACE:
+                    if not obj.sh_size[i] or obj.sh_type[i] == elf.SHT_NOBITS:
+                        continue
+                    data = obj.section_bytes(i)
+                    relocs = obj.relocation_columns(i, vector.MIN_FIXUP_ROWS) or obj.relocations(i)
+                    base = lo.addr[i]
+                elif role == INIT:
                     data, relocs = obj.section_bytes(i), obj.relocations(i)
                     base = 0                    # read back, never placed
                 else:
                     continue
-                if relocs:
-                    job[i] = (data, relocs, scanner.scan(data, relocs, values, base))
+                if not relocs:
+                    continue
+                scanner = scanners.get(lo.unit)
+                if scanner is None:
+                    scanner = scanners[lo.unit] = Scanner()
+                if isinstance(relocs, elf.RelaColumns):     # a big section: by kind, as numpy columns
+                    targets = self._targets(lo)
+                    plan = None if targets is None else scanner.scan_columns(data, relocs, targets, values, base)
+                    if plan is not None:
+                        job[i] = (data, relocs, plan)
+                        continue
+                    relocs = relocs.rows()
+                job[i] = (data, relocs, scanner.scan(data, relocs, values, base))
             jobs.append(job)
         for unit, scanner in scanners.items():
             if scanner.got or scanner.stubs:
@@ -637,17 +730,29 @@ class LinkTransaction:
             GATE.checkpoint()
             self.fixup(lo, job)
 
-    def fixup(self, lo: LinkObject, job: dict[int, tuple[bytes, list[elf.Rela], SectionPlan | None]]) -> None:
+    def _targets(self, lo: LinkObject) -> Any:
+        """``lo.values`` as a numpy uint64 array, for the vector fixups of its
+        big sections (None if a value does not fit one: those go row by row)."""
+        if lo not in self.targets:
+            np = numpy()
+            try:
+                self.targets[lo] = None if np is None else np.array(lo.values, np.uint64)
+            except (OverflowError, ValueError):
+                self.targets[lo] = None
+        return self.targets[lo]
+
+    def fixup(self, lo: LinkObject, job: _Job) -> None:
         """Write ``lo``'s sections, applying the relocations ``job`` holds
         (section -> its bytes, relocations and the scan's plan)."""
         obj = lo.obj
         arena = self.session.arena
+        sizes, addr = obj.sh_size, lo.addr
         fixups: Fixups | None = None
         inits: list[tuple[int, list[int]]] = []
         finis: list[tuple[int, list[int]]] = []
         eh_end = 0
         for i, role, _ in lo.sections:
-            relocated = job.get(i)
+            relocated = job.get(i) if job else None
             data: bytes | bytearray
             if relocated is not None:
                 if fixups is None:
@@ -655,21 +760,27 @@ class LinkTransaction:
                     fixups = Fixups(obj, lo.values, lo.got_base, acq.got_address if acq else {},
                                     acq.stub_address if acq else {}, lambda si: self._size(lo, si), lo.tls)
                 data = buf = bytearray(relocated[0])
-                fixups.apply(buf, i, 0 if role == INIT else lo.addr[i], relocated[1], relocated[2])
+                relocs, plan = relocated[1], relocated[2]
+                if isinstance(plan, ColumnPlan) and isinstance(relocs, elf.RelaColumns):
+                    fixups.apply_columns(buf, i, 0 if role == INIT else addr[i], relocs, plan)
+                else:
+                    fixups.apply(buf, i, 0 if role == INIT else addr[i],
+                                 relocs if isinstance(relocs, list) else relocs.rows(), plan)
             if role == PLACE:
-                if not obj.sh_size[i]:
-                    continue
-                if obj.sh_type[i] == elf.SHT_NOBITS:
-                    arena.zero(lo.addr[i], obj.sh_size[i])
+                if not sizes[i]:
                     continue
                 if relocated is None:
+                    if obj.sh_type[i] == elf.SHT_NOBITS:
+                        arena.zero(addr[i], sizes[i])
+                        continue
                     data = obj.section_bytes(i)
-                arena.write(lo.addr[i], data)
+                arena.write(addr[i], data)
             elif role == EH_FRAME:
                 if relocated is None:
                     data = lo.eh[i][0]
-                arena.write(lo.addr[i], data)
-                eh_end = max(eh_end, lo.addr[i] + len(data))
+                arena.write(addr[i], data)
+                if addr[i] + len(data) > eh_end:
+                    eh_end = addr[i] + len(data)
             elif role == INIT:
                 name = obj.section_name(i)
                 t = obj.sh_type[i]

@@ -3,12 +3,15 @@ be running it has passed a quiescent state.
 
 Two kinds of threads take part:
 
-* Python threads calling through hotlink's callables *enter* the current
-  epoch and *exit* it when the call returns.  The epoch advances only when no
-  call of the previous epoch is still running; once it has advanced twice past
-  an item's epoch, every call that could have seen the retired code has
-  returned.  Continuous callers never starve reclamation: new calls count
-  against the new epoch while the old one drains.
+* Threads calling through hotlink's callables *enter* the current epoch and
+  *exit* it when the call returns: natively, in the call gate's trampoline
+  (gate.py: per-thread counters in the session's *lane*, one per epoch
+  parity), or in Python (``enter``/``exit``) for signatures the gate cannot
+  forward.  Both count per parity and are read alike.  The epoch advances
+  only when no call of the previous epoch is still running; once it has
+  advanced twice past an item's epoch, every call that could have seen the
+  retired code has returned.  Continuous callers never starve reclamation:
+  new calls count against the new epoch while the old one drains.
 * Native threads registered with ``hotlink_thread_online()`` report with
   ``hotlink_quiescent()`` (see runtime.py).  Retiring bumps the native epoch;
   the item waits until every online thread has reported the new value.
@@ -25,9 +28,10 @@ import time
 import warnings
 from collections.abc import Callable
 from threading import get_ident
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import LinkError
+from .gate import Lane, process_gate
 from .interrupts import GATE
 
 if TYPE_CHECKING:
@@ -47,6 +51,10 @@ class Reclaimer:
         self._releasing = 0                     # collected, not yet run
         self.retired_bytes = 0
         self.native: NativeThreads | None = None   # once the runtime is loaded
+        self.lane: Lane | None = None           # the call gate's counters of this session (fast_lane)
+        # what call.py disables when a unit or entry stub goes: guard -> (trampoline, generation) pairs
+        self.watched: dict[Any, list[tuple[int, int]]] = {}
+        self.registered = 0                     # callables watched since the last sweep of dead ones
         self._reaper: threading.Thread | None = None
         self.closed = False
 
@@ -75,6 +83,21 @@ class Reclaimer:
             ready = self._collect() if self._retired and not self._active[e] else None
         if ready:
             self._run(ready)
+
+    def fast_lane(self) -> Lane | None:
+        """The call gate's lane that this session's callables count in,
+        claimed on first use; None if the gate has no lane free (or cannot
+        be set up): callables then take the Python path."""
+        lane = self.lane
+        if lane is None and not self.closed:
+            g = process_gate()
+            with self._lock:
+                if self.lane is None and g is not None:
+                    self.lane = g.claim_lane()
+                    if self.lane is not None:
+                        self.lane.set_epoch(self.epoch)
+                lane = self.lane
+        return lane
 
     # --- retiring and freeing --------------------------------------------
 
@@ -108,13 +131,14 @@ class Reclaimer:
             return not self._retired and not self._releasing
 
     def busy(self) -> bool:
-        """Is any thread inside JIT code (a Python call, or an online native thread)?"""
-        return bool(self._active[0] or self._active[1] or (self.native is not None and self.native.online()))
+        """Is any thread inside JIT code (a call through a callable, or an online native thread)?"""
+        return bool(self._active[0] or self._active[1] or (self.lane is not None and self.lane.busy())
+                    or (self.native is not None and self.native.online()))
 
     def check_not_waiting_for_self(self, what: str) -> None:
         """Waiting for a grace period from inside a call into JIT code (a
         callback) would wait for that very call: refuse at once."""
-        if get_ident() in self._inside:
+        if get_ident() in self._inside or (self.lane is not None and self.lane.inside()):
             raise LinkError(f"{what} called from inside a call into JIT code (a callback): "
                             f"it would wait for that call to return")
         if self.native is not None and self.native.own_slot():
@@ -145,11 +169,25 @@ class Reclaimer:
             delay = min(delay * 2, 0.005)
         return True
 
+    def close(self) -> None:
+        """The session is closed and drained: give back its native thread
+        key and its lane (no call runs through it, none can start)."""
+        if self.native is not None:
+            self.native.close()
+        with self._lock:
+            lane, self.lane = self.lane, None
+        if lane is not None and not lane.busy():
+            lane.release()
+
     def _collect(self) -> list[tuple[int, int, int, Callable[[], None]]]:
+        lane = self.lane
         for _ in range(2):   # advance while the previous epoch has drained
-            if self._active[(self.epoch + 1) & 1]:
+            parity = (self.epoch + 1) & 1
+            if self._active[parity] or (lane is not None and lane.active(parity)):
                 break
             self.epoch += 1
+            if lane is not None:
+                lane.set_epoch(self.epoch)
         safe = self.epoch - 2
         retired = self._retired
         if not retired or retired[0][0] > safe:

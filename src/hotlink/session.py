@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import debug, forkcopy, platform, runtime, unlink
+from . import debug, forkcopy, platform, runtime, tls, unlink
 from .arena import MAX_LOW_SIZE, Arena, unpack_block
 from .errors import DependencyError, LinkError, SessionClosedError, SymbolNotFoundError
 from .interrupts import GATE
@@ -212,6 +212,8 @@ class Session:
                 why = (dlerror() or b"").decode("utf-8", "replace")
                 raise LinkError(f"load_shared: cannot load {name_or_path!r}: {why}")
             self._shared.append((path, handle))
+            if "libstdc++" in path:
+                tls.pin_cxx_runtime()     # before anything uses its thread-locals
             # names found in the process before may now come from this object
             # (searched first), as in a fresh session
             self._process_cache.clear()
@@ -420,8 +422,7 @@ class Session:
                 with GATE:      # closing completes, whatever interrupts it
                     self._mark_closed()
                     if drained:
-                        if reclaimer.native is not None:
-                            reclaimer.native.close()
+                        reclaimer.close()       # its native thread key and call gate lane
                         self.arena.close()
                     elif warn:
                         warnings.warn("hotlink: threads are still running JIT code; the session's "

@@ -130,9 +130,10 @@ _external: dict[tuple[str, bool], TlsTarget] = {}
 _external_objects: list[dso.SharedObject] = []   # kept loaded: the answers stay valid
 
 
-def external(name: str, static: bool, referrer: str) -> TlsTarget:
+def external(name: str, static: bool, referrer: str, needed: tuple[str, ...] = ()) -> TlsTarget:
     """Where the thread-local ``name`` of a loaded shared object lives, as
-    ld.so resolves it (once per name and model, for the process)."""
+    ld.so resolves it (once per name and model, for the process); ``needed``:
+    objects to look in besides the global scope."""
     key = (name, static)
     found = _external.get(key)
     if found is not None:
@@ -141,7 +142,7 @@ def external(name: str, static: bool, referrer: str) -> TlsTarget:
     if static:
         relocs.append(dso.Relocation(16, dso.R_X86_64_TPOFF64, name))
     image, data_at = dso.build("hotlink-tls-ref", data=bytes(24), relocations=tuple(relocs),
-                               symbols=(dso.Symbol(name, "undefined_tls"),))
+                               symbols=(dso.Symbol(name, "undefined_tls"),), needed=needed)
     try:
         so = dso.SharedObject(image, data_at, name=f"hotlink-tls-ref:{name}")
     except LinkError as e:
@@ -169,3 +170,18 @@ def relocate_image(obj: elf.ObjectFile, section: int, image: bytearray, at: int,
             raise UnsupportedRelocationError(
                 f"{obj.name}:{obj.section_name(section)}+{off:#x}: relocation kind {kind} against "
                 f"{obj.symbol_name(si)} in a thread-local initial image is not supported")
+
+
+def pin_cxx_runtime() -> None:
+    """Move libstdc++'s thread-locals into static TLS now, if it is loaded
+    and nothing used them yet: glibc can do that only before their first use
+    in any thread (which makes them dynamic for good), and code linked later
+    (libre2's ``std::call_once``) may reach them with initial-exec
+    relocations.  hotlink calls this before it first runs C++ itself
+    (llvmlite: LLVM's initialization uses ``std::call_once``) and when
+    ``load_shared`` loads libstdc++.  Best effort: without room, a later
+    initial-exec reference gets the clear error."""
+    try:
+        external("_ZSt15__once_callable", True, "libstdc++.so.6", needed=("libstdc++.so.6",))
+    except LinkError:
+        pass

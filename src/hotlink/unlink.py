@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import patch, platform
+from . import call, patch, platform
 from .arena import pack_block, unpack_block
 from .interrupts import GATE
 from .tables import release_all
@@ -46,6 +46,8 @@ def unlink(session: Session, units: list[Unit], defer: bool = False) -> None:
 
 def _unlink_one(session: Session, unit: Unit, defer: bool) -> None:
     unit.alive = False
+    entries = unit.own_entry_stubs()          # patchable functions nobody took over
+    call.disable(session.reclaimer, [unit, *entries])    # hotlink's callables of them raise from now on
     lib = unit.library
     lib.changes += 1
     x = unit.extra
@@ -59,7 +61,6 @@ def _unlink_one(session: Session, unit: Unit, defer: bool) -> None:
     if dso:
         platform.forget_dso(dso)
     # unpublish, restoring what the unit's definitions shadowed
-    entries = unit.own_entry_stubs()          # patchable functions nobody took over
     lib.unpublish(unit)
     lib.release_comdats(unit)
     lib.forget_unit(unit)

@@ -41,6 +41,12 @@ JITLink do:
 Three kinds, ``PLT32``, ``PC32`` and ``64``, are 99.8% of real relocations;
 a section holding only those, with nothing redirected, is written by one
 tight loop (``write_common``) whose ``struct`` writes do the same checks.
+A big section (``vector.MIN_FIXUP_ROWS`` relocations and more, with numpy) is
+scanned and written by kind as numpy columns instead (``Scanner.scan_columns``,
+``Fixups.apply_columns``): the targets gathered by fancy indexing, S + A - P
+computed and range-checked in one vector operation each, and the fields
+scattered into the section's bytes; anything those vector checks refuse is
+redone row by row by the checked writers, which say what is wrong.
 """
 from __future__ import annotations
 
@@ -48,10 +54,11 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import IntEnum
 from operator import itemgetter
-from typing import Protocol
+from typing import Any, Protocol
 
-from .elf import Rela
+from .elf import Rela, RelaColumns
 from .errors import LinkError, MalformedObjectError, UnsupportedRelocationError
+from .vector import numpy
 
 
 class Reloc(IntEnum):
@@ -177,7 +184,12 @@ _RELAXATIONS: dict[int, dict[bytes, bytes]] = {
 }
 
 
-def relax_got_loads(data: bytes | bytearray, relocs: Sequence[Rela], candidates: Iterable[int],
+class Rows(Protocol):
+    """Relocations by index: a list of them, or the rows of ``RelaColumns`` wanted."""
+    def __getitem__(self, i: int, /) -> Rela: ...
+
+
+def relax_got_loads(data: bytes | bytearray, relocs: Rows, candidates: Iterable[int],
                     values: Sequence[int], base: int) -> dict[int, bytes]:
     """Which of the GOT loads ``candidates`` (indices of GOTPCRELX and
     REX_GOTPCRELX relocations of a section placed at ``base``) become direct
@@ -207,6 +219,19 @@ class SectionPlan:
         self.special = special      # in order: the relocations ``write_common`` does not write
         self.relaxed = relaxed      # GOT loads made direct: the new opcode bytes
         self.via_stub = via_stub    # branches that reach their target through a far-call stub
+
+
+class ColumnPlan(SectionPlan):
+    """The plan of a big section (``Scanner.scan_columns``), with what the
+    scan computed for every row: S, and S + A - P modulo 2**64 read as signed."""
+
+    __slots__ = ("target", "delta")
+
+    def __init__(self, special: list[int], relaxed: dict[int, bytes], via_stub: set[int], target: Any,
+                 delta: Any) -> None:
+        super().__init__(special, relaxed, via_stub)
+        self.target = target        # uint64 array
+        self.delta = delta          # int64 array
 
 
 _NOTHING_DECIDED = SectionPlan([], {}, set())
@@ -293,6 +318,43 @@ class Scanner:
                     out.add(i)
                     stubs.add(s)
         return out
+
+    def scan_columns(self, data: bytes | bytearray, cols: RelaColumns, targets: Any, values: Sequence[int],
+                     base: int) -> ColumnPlan | None:
+        """``scan`` for a big section, by kind over numpy columns (``targets``
+        is ``values`` as a uint64 array), for ``Fixups.apply_columns``.  None
+        when a target of the section does not fit the vector arithmetic (at
+        2**63 or above): then ``scan`` must decide row by row."""
+        np = numpy()
+        assert np is not None
+        kind, off = cols.kind, cols.offset
+        s = targets[cols.symbol]
+        if int(s.max(initial=0)) >> 63:
+            return None         # S + A - P modulo 2**64 may fit where the true value does not
+        # S + A - P of every row (modulo 2**64, read as signed): PC32/PLT32 checked for reach at once
+        v = (s + cols.addend.view(np.uint64) - off.view(np.uint64) - np.uint64(base)).view(np.int64)
+        pc = (kind == _PC32) | (kind == _PLT32)
+        via_stub: set[int] = set()
+        far = np.flatnonzero(pc & ((v < -_REACH) | (v >= _REACH)))
+        if len(far):
+            size = len(data)
+            for i in far.tolist():
+                o, k, si = int(off[i]), int(kind[i]), int(cols.symbol[i])
+                if k == _PLT32 or 0 < o <= size and data[o - 1] in _BRANCH_OPCODES:
+                    via_stub.add(i)
+                    self.stubs.add(values[si])
+        rare = np.flatnonzero(~(pc | (kind == _R64) | (kind == _NONE))).tolist()
+        if not rare:
+            return ColumnPlan(sorted(via_stub), {}, via_stub, s, v)
+        rows = {i: cols.row(i) for i in rare}
+        where: dict[int, list[int]] = {}
+        for i in rare:
+            where.setdefault(rows[i][1], []).append(i)
+        relaxed = relax_got_loads(data, rows, where.get(Reloc.GOTPCRELX, []) + where.get(Reloc.REX_GOTPCRELX, []),
+                                  values, base) if self.relax else {}
+        for k in GOT_KINDS.intersection(where):
+            self.got.update(values[rows[i][2]] for i in where[k] if i not in relaxed)
+        return ColumnPlan(sorted(via_stub.union(rare)), relaxed, via_stub, s, v)
 
 
 def _kinds(relocs: Sequence[Rela]) -> bytes | list[int]:
@@ -389,6 +451,40 @@ class Fixups:
             start = i + 1
         if start < len(relocs):
             self._common(buf, relocs[start:])
+
+    def apply_columns(self, buf: bytearray, section: int, base: int, cols: RelaColumns, plan: ColumnPlan) -> None:
+        """``apply`` for a big section: R64, PC32 and PLT32 by kind as numpy
+        columns, from what the scan computed, then the plan's special ones one
+        by one.  When a field is out of the section or of range, or fields
+        overlap (where the order of writes would matter), everything is redone
+        by ``apply``, row by row, which says what is wrong."""
+        np = numpy()
+        assert np is not None
+        self.section, self.base = section, base
+        kind, off, v = cols.kind, cols.offset, plan.delta
+        special = plan.special
+        # every field apart from the next (so no order of writes matters) and inside the section
+        width, lead = _field_tables(np)
+        start = off - lead.take(kind, mode="clip")
+        end = off + width.take(kind, mode="clip")
+        ok = bool(len(off) and start[0] >= 0 and end.max() <= len(buf) and (start[1:] >= end[:-1]).all())
+        pc = (kind == _PC32) | (kind == _PLT32)
+        r64 = kind == _R64
+        if special:
+            pc[special] = False
+            r64[special] = False
+        if not ok or (pc & ((v < -_REACH) | (v >= _REACH))).any():
+            self.apply(buf, section, base, cols.rows(), plan)
+            return
+        at = np.flatnonzero(pc)
+        _scatter(np, buf, off[at], v[at].astype("<u4"), 4)
+        at = np.flatnonzero(r64)
+        _scatter(np, buf, off[at], plan.target[at] + cols.addend[at].view(np.uint64), 8)
+        if special:
+            for i, (off_i, kind_i, si, a_i) in zip(special, zip(off[special].tolist(), kind[special].tolist(),
+                                                                cols.symbol[special].tolist(),
+                                                                cols.addend[special].tolist())):
+                self._write(buf, off_i, kind_i, si, a_i, i, plan)
 
     def _common(self, buf: bytearray, relocs: Sequence[Rela]) -> None:
         try:
@@ -526,6 +622,36 @@ class Fixups:
         sign = "an unsigned" if kind == Reloc.SIZE32 else "a signed"
         return UnsupportedRelocationError(f"{where}: {name} to {target}: {value:#x} does not fit in {sign} "
                                           f"32-bit field")
+
+
+# --- the vector path's tables and scatter ----------------------------------
+
+_WIDE = (Reloc.R64, Reloc.DTPMOD64, Reloc.DTPOFF64, Reloc.TPOFF64, Reloc.PC64, Reloc.GOTOFF64, Reloc.GOT64,
+         Reloc.GOTPCREL64, Reloc.GOTPC64, Reloc.GOTPLT64, Reloc.PLTOFF64, Reloc.SIZE64)
+# bytes a relocation of each kind may touch: the field, and before it the
+# opcode bytes a relaxation rewrites or reads (the last entry stands for
+# every unknown kind, which the fixups refuse anyway)
+_FIELD_WIDTH = [0 if k == Reloc.NONE else 8 if k in _WIDE else 2 if k in (Reloc.R16, Reloc.PC16)
+                else 1 if k in (Reloc.R8, Reloc.PC8) else 4 for k in range(Reloc.REX_GOTPCRELX + 2)]
+_FIELD_LEAD = [2 if k in (Reloc.GOTPCRELX, Reloc.REX_GOTPCRELX) else 3 if k == Reloc.GOTPC32_TLSDESC else 0
+               for k in range(Reloc.REX_GOTPCRELX + 2)]
+_FIELD_WIDTH[-1] = 8
+_field_arrays: list[Any] = []
+
+
+def _field_tables(np: Any) -> tuple[Any, Any]:
+    """``_FIELD_WIDTH`` and ``_FIELD_LEAD`` as numpy arrays (made once)."""
+    if not _field_arrays:
+        _field_arrays[:] = np.array(_FIELD_WIDTH, np.int64), np.array(_FIELD_LEAD, np.int64)
+    return _field_arrays[0], _field_arrays[1]
+
+
+def _scatter(np: Any, buf: bytearray, offsets: Any, values: Any, width: int) -> None:
+    """Write ``values`` (little-endian, ``width`` bytes each) at ``offsets``
+    of ``buf`` (inside it, apart from each other): one fancy-indexed store
+    through a view of ``buf`` as words starting at every byte."""
+    if len(offsets):
+        np.ndarray((len(buf) - width + 1,), "<u4" if width == 4 else "<u8", buf, 0, (1,))[offsets] = values
 
 
 # --- checked writers: range and bounds in one step -------------------------

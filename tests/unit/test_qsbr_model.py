@@ -7,7 +7,12 @@ The state machine drives one ``Reclaimer`` with
   ``Reclaimer`` tells callers apart by ``threading.get_ident``; the test
   points ``hotlink.qsbr.get_ident`` at the caller it is simulating, so the
   per-thread bookkeeping (callbacks refusing to wait for themselves) is
-  modelled too;
+  modelled too.  Once a ``load_gate`` rule has given the reclaimer a lane of
+  the call gate (a fake with ``gate.Lane``'s interface, claimed through
+  ``Reclaimer.fast_lane``), the same callers may also call through it: what
+  the gate's native code does (read the lane's epoch, count the call in the
+  calling thread's counter of that parity, uncount it on return; all under
+  the GIL, so one step each), mixed and nested freely with Python calls;
 * M simulated native threads behind a fake with ``NativeThreads``'s interface
   (``bump``, ``oldest_seen``, ``online``, ``own_slot``, ``after_fork``), which
   go online, report quiescent states and go offline, as
@@ -65,6 +70,52 @@ CALLERS = range(3)              # logical Python threads
 NATIVE = range(3)               # logical native threads
 MAIN = 1000                     # the test's own identity: never inside a call
 SLOT_BASE = 0x10000             # fake slot addresses: SLOT_BASE + 64 * thread
+
+
+class FakeLane:
+    """``gate.Lane`` without the gate: the epoch word and each thread's two
+    counters are Python attributes; ``who`` tells the simulated thread."""
+
+    def __init__(self, who: Callable[[], int]) -> None:
+        self.epoch = -1                     # until set_epoch (fast_lane must set it)
+        self.counts: dict[int, list[int]] = {}
+        self.who = who
+
+    # the interface Reclaimer uses
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def active(self, parity: int) -> bool:
+        return any(c[parity] for c in self.counts.values())
+
+    def busy(self) -> bool:
+        return self.active(0) or self.active(1)
+
+    def inside(self) -> bool:
+        c = self.counts.get(self.who())
+        return bool(c and (c[0] or c[1]))
+
+    # what the gate's native code does around a call
+    def call(self, t: int) -> int:
+        parity = self.epoch & 1
+        self.counts.setdefault(t, [0, 0])[parity] += 1
+        return parity
+
+    def ret(self, t: int, parity: int) -> None:
+        self.counts[t][parity] -= 1
+        assert self.counts[t][parity] >= 0
+
+    def after_fork(self, mine: int) -> None:
+        """gate.Gate.after_fork: only the forking thread's counters stay."""
+        self.counts = {t: c for t, c in self.counts.items() if t == mine}
+
+
+class FakeGate:
+    def __init__(self, lane: FakeLane) -> None:
+        self.lane = lane
+
+    def claim_lane(self) -> FakeLane:
+        return self.lane
 
 
 class FakeNativeThreads:
@@ -130,12 +181,16 @@ class GracePeriods(RuleBasedStateMachine):
         # only this thread is renamed: a leftover thread of another test keeps its identity
         qsbr.get_ident = lambda: self.me if real() == test_thread else real()
         self.fake: FakeNativeThreads | None = None
-        self.stacks: dict[int, list[int]] = {c: [] for c in CALLERS}   # epochs enter() returned
+        self.lane: FakeLane | None = None
+        self._real_process_gate = qsbr.process_gate
+        # each caller's open calls, innermost last: (True, parity) through the gate, (False, e) in Python
+        self.stacks: dict[int, list[tuple[bool, int]]] = {c: [] for c in CALLERS}
         self.items: list[Item] = []
         self.next_id = 0
 
     def teardown(self) -> None:
         qsbr.get_ident = self._real_get_ident
+        qsbr.process_gate = self._real_process_gate
 
     def _start_reaper(self) -> None:
         self.reaper_alive = True
@@ -171,14 +226,17 @@ class GracePeriods(RuleBasedStateMachine):
 
     # --- Python callers ----------------------------------------------------
 
-    @rule(c=st.sampled_from(CALLERS))
-    def enter(self, c: int) -> None:
+    @rule(c=st.sampled_from(CALLERS), gate=st.booleans())
+    def enter(self, c: int, gate: bool = False) -> None:
         if len(self.stacks[c]) >= 4:
+            return
+        if gate and self.lane is not None:      # a call through the gate's trampoline
+            self.stacks[c].append((True, self.lane.call(c)))
             return
         with self.as_caller(c):
             e = self.r.enter()
         assert e in (0, 1)
-        self.stacks[c].append(e)
+        self.stacks[c].append((False, e))
 
     @precondition(lambda self: self.inside())
     @rule(data=st.data())
@@ -187,12 +245,16 @@ class GracePeriods(RuleBasedStateMachine):
 
     def leave(self, c: int) -> None:
         """Caller ``c`` returns from its innermost call."""
-        e = self.stacks[c].pop()
+        gate, e = self.stacks[c].pop()
         if not self.stacks[c]:          # its outermost: every call it had open has returned
             for item in self.items:
                 item.callers.discard(c)
                 if item.later is not None:
                     item.later.discard(c)
+        if gate:
+            assert self.lane is not None
+            self.lane.ret(c, e)
+            return
         with self.as_caller(c):
             self.r.exit(e)
 
@@ -205,10 +267,21 @@ class GracePeriods(RuleBasedStateMachine):
         reclamation."""
         a = data.draw(st.sampled_from(self.inside()), label="leaving")
         b = data.draw(st.sampled_from([c for c in CALLERS if c != a]), label="entering")
-        self.enter(b)
+        self.enter(b, data.draw(st.booleans(), label="through the gate"))
         while self.stacks[a]:
             self.leave(a)
         self.checked_poll()
+
+    @precondition(lambda self: self.lane is None)
+    @rule()
+    def load_gate(self) -> None:
+        """The first fast callable: the reclaimer claims a lane, which must
+        start at the reclaimer's epoch."""
+        lane = FakeLane(lambda: self.me)
+        qsbr.process_gate = lambda: FakeGate(lane)      # type: ignore[assignment,return-value]
+        assert self.r.fast_lane() is lane and self.r.lane is lane
+        assert lane.epoch == self.r.epoch
+        self.lane = lane
 
     # --- native threads ----------------------------------------------------
 
@@ -330,6 +403,8 @@ class GracePeriods(RuleBasedStateMachine):
         if self.fake is not None:
             self.fake.current = None
         self.r.after_fork()
+        if self.lane is not None:               # the gate's own fork handler
+            self.lane.after_fork(MAIN)
         if self.fake is not None:
             assert not self.fake.seen
 

@@ -36,6 +36,8 @@ def binding() -> ModuleType:
         except ImportError as e:
             raise CompileError(f"compiling LLVM IR needs llvmlite, which cannot be imported ({e}); "
                                f"pip install llvmlite") from None
+        from ..tls import pin_cxx_runtime
+        pin_cxx_runtime()     # before LLVM's std::call_once makes libstdc++'s thread-locals dynamic
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.initialize_native_asmparser()      # inline asm (forkcopy.py, and users' IR)
