@@ -451,7 +451,7 @@ class PendingReplace:
         self.old = old
         self.unit = new
         self._job: LinkTransaction | None = job
-        self._seen = {lib: lib.changes for lib in job.libraries()}
+        self._seen = {lib: lib.changes for lib in job.touched}
         self._defer = True      # the swap does not pay for freeing the old code (replace() does)
         library.session.pending_replacements.add(self)
 

@@ -110,6 +110,7 @@ class LinkTransaction:
         self.entries: dict[tuple[Library, str], patch.EntryStub] = {}   # patchable functions defined here
         self.new_entries: list[patch.EntryStub] = []
         self.stub_uses: set[tuple[Unit, patch.EntryStub]] = set()
+        self.touched: set[Library] = set()  # the libraries it publishes into or pulls from (set by prepare)
         self.low: dict[Unit, str] = {}      # units placed below 2 GiB (non-PIC) -> the object that needs it
         # IFUNCs defined here: (object, symbol) -> the stub every reference of
         # this link goes through, pointed at the implementation once the code
@@ -859,10 +860,7 @@ class LinkTransaction:
             except BaseException:
                 self.abort()
                 raise
-
-    def libraries(self) -> set[Library]:
-        """The libraries this transaction publishes into or pulls from."""
-        return {*self.pending, *(u.library for u in self.units), *(u.library for u, _ in self.pulled)}
+        self.touched = {*self.pending, *(u.library for u in self.units), *(u.library for u, _ in self.pulled)}
 
     def dead_dependency(self) -> str | None:
         """A unit or entry stub this transaction binds to that is gone (a
@@ -904,7 +902,7 @@ class LinkTransaction:
     def commit(self) -> None:
         """Make the transaction visible.  Nothing here can fail."""
         self.session.code_changed()
-        for lib in self.libraries():
+        for lib in self.touched:
             lib.changes += 1
         for unit in self.units:
             unit.library.record_unit(unit)
