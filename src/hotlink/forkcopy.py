@@ -141,7 +141,6 @@ class ForkTable:
 
 _table: ForkTable | None = None
 _lock = threading.Lock()
-_code: tuple[int, int] | None = None     # (address, size) of the handlers' page
 
 
 def table() -> ForkTable | None:
@@ -165,26 +164,11 @@ def install() -> None:
 
 
 def _install(t: ForkTable) -> None:
-    global _code
-    from .elf import ObjectFile
-    from .frontend.llvm import binding, target_machine
+    from .native import relocation_free_code
 
     ir = _IR.format(table=t.address, header=HEADER, maps_at=_MAPS_AT, movsb=_MOVSB, syscall=_SYSCALL)
-    obj = ObjectFile(target_machine("generic", "", 2).emit_object(binding().parse_assembly(ir)), "forkcopy")
-    text = next(i for i in range(obj.shnum) if obj.section_name(i) == ".text")
-    if obj.has_relocations(text):
-        raise RuntimeError("the fork handlers need relocations")
-    code = bytes(obj.section_bytes(text))
-    size = (len(code) + 4095) & -4096
-    page = libc.mmap(None, size, 3, 0x22, -1, 0)           # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
-    if not page or page == ctypes.c_void_p(-1).value:
-        raise OSError("cannot map the fork handlers")
-    ctypes.memmove(page, code, len(code))
-    if libc.mprotect(page, size, 5) != 0:                  # PROT_READ|EXEC
-        raise OSError("cannot protect the fork handlers")
-    _code = (page, size)
-    prepare, child = (page + obj.sym_value[obj.global_index(name) or 0]
-                      for name in ("hotlink_fork_prepare", "hotlink_fork_child"))
+    code = relocation_free_code(ir, "the fork handlers", ("hotlink_fork_prepare", "hotlink_fork_child"))
+    prepare, child = code["hotlink_fork_prepare"], code["hotlink_fork_child"]
     # dso NULL: registered for the life of the process, before any JIT code's
     if libc.register_atfork(prepare, None, child, None) != 0:
         raise OSError("__register_atfork failed")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from . import libc
@@ -301,25 +302,33 @@ def helpers() -> Helpers | None:
 
 
 def _compile() -> dict[str, int]:
+    return relocation_free_code(_IR, "the native helpers", _NAMES)
+
+
+def relocation_free_code(ir: str, what: str, names: Sequence[str]) -> dict[str, int]:
+    """Compile ``ir``, which must need no relocations (constants, no calls
+    out), and copy its code into a page of its own, then make that page
+    executable (never writable and executable at once): name -> address.
+    For helpers that outlive any session (this module's, forkcopy.py's)."""
     from .elf import ObjectFile
     from .frontend.llvm import binding, target_machine
 
-    obj = ObjectFile(target_machine("generic", "", 2).emit_object(binding().parse_assembly(_IR)), "hotlink.native")
+    obj = ObjectFile(target_machine("generic", "", 2).emit_object(binding().parse_assembly(ir)), what)
     text = next(i for i in range(obj.shnum) if obj.section_name(i) == ".text")
     if obj.has_relocations(text):
-        raise RuntimeError("the native helpers need relocations")
+        raise RuntimeError(f"{what} need relocations")
     code = bytes(obj.section_bytes(text))
     size = (len(code) + 4095) & -4096
     page: Any = libc.mmap(None, size, 3, 0x22, -1, 0)           # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
     if not page or page == ctypes.c_void_p(-1).value:
-        raise OSError("cannot map the native helpers")
+        raise OSError(f"cannot map {what}")
     ctypes.memmove(page, code, len(code))
-    if libc.mprotect(page, size, 5) != 0:                  # PROT_READ|EXEC: never writable and executable at once
-        raise OSError("cannot protect the native helpers")
+    if libc.mprotect(page, size, 5) != 0:                  # PROT_READ|EXEC
+        raise OSError(f"cannot protect {what}")
     out = {}
-    for name in _NAMES:
+    for name in names:
         si = obj.global_index(name)
         if si is None or obj.sym_shndx[si] != text:
-            raise RuntimeError(f"the native helpers lack {name}")
+            raise RuntimeError(f"{what} lack {name}")
         out[name] = page + obj.sym_value[si]
     return out
