@@ -29,6 +29,7 @@ A TLS symbol's value in a link is its offset in its unit's TLS image.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import NamedTuple
 
 from . import dso, elf
@@ -85,7 +86,8 @@ class TlsModule:
         self.names: dict[str, int] = {}     # global thread-locals defined here -> offset
         self.closed = False
         if static:
-            _static.append(self)
+            with _static_lock:
+                _static.append(self)
 
     def target(self, offset: int) -> TlsTarget:
         return TlsTarget(self.module, offset, None if self.tpoff is None else self.tpoff + offset)
@@ -97,12 +99,14 @@ class TlsModule:
         if self.tpoff is None:
             self.so.close()
             return
-        self.closed = True
-        while _static and _static[-1].closed:
-            _static.pop().so.close()
+        with _static_lock:      # releases run in whichever thread ends a grace period
+            self.closed = True
+            while _static and _static[-1].closed:
+                _static.pop().so.close()
 
 
 _static: list[TlsModule] = []     # static modules loaded, oldest first (see TlsModule.close)
+_static_lock = threading.Lock()
 
 
 def _signed(word: int) -> int:
