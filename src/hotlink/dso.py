@@ -31,7 +31,6 @@ PAGE = 4096
 # symbol kinds: defined in text, data or the TLS image; or undefined (looked up by ld.so)
 Kind = Literal["func", "object", "tls", "undefined", "undefined_tls"]
 
-R_X86_64_64, R_X86_64_DTPMOD64, R_X86_64_DTPOFF64, R_X86_64_TPOFF64 = 1, 16, 17, 18
 DF_STATIC_TLS = 0x10
 _STT = {"func": 2, "object": 1, "tls": 6, "undefined": 0, "undefined_tls": 6}
 (DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT,
@@ -49,7 +48,7 @@ class Symbol:
 @dataclass(frozen=True)
 class Relocation:
     offset: int          # into ``data``
-    type: int            # R_X86_64_*
+    type: int            # x86_64.Reloc
     symbol: str | None   # None: the object itself (its module, its own TLS block)
     addend: int = 0
 

@@ -833,12 +833,7 @@ def prune_eh_frame(data: bytes, relocs: list[Rela] | RelaColumns, where: str,
             if batch is not None:
                 batch.append((pos, end, cie))
             elif not _known_fde(data, pos, end, cie, rel, used):
-                try:
-                    _fde(data, pos, end, cie, rel, used)
-                except _Bad as e:
-                    raise MalformedObjectError(f"{where}+{pos:#x}: FDE {e}") from None
-                except IndexError:
-                    raise MalformedObjectError(f"{where}+{pos:#x}: FDE runs past the end of the section") from None
+                _check_fde(data, pos, end, cie, rel, used, where)
                 _remember_fde(data, pos, end, cie)
             fdes.append((pos, cie))
         if dropped is not None:

@@ -82,6 +82,7 @@ from collections import deque
 
 from . import dso, libc
 from .errors import LinkError, SessionClosedError
+from .x86_64 import Reloc
 
 PAGE = 4096
 SLOT_SIZE = 256                 # state + 15 lanes x 2 parities + 1 spare word
@@ -353,7 +354,7 @@ def _object() -> tuple[bytes, int, int]:
 
     def build() -> tuple[bytes, int]:
         return dso.build("hotlink-gate", text=bytes(text), data=bytes(DATA_WORDS), symbols=symbols,
-                         relocations=(dso.Relocation(W_TPOFF, dso.R_X86_64_TPOFF64, None),),
+                         relocations=(dso.Relocation(W_TPOFF, Reloc.TPOFF64, None),),
                          tls=dso.TlsImage(bytes(8), 8, 8), static_tls=True)
     image, data_at = build()            # to learn the layout, which the code's bytes do not change
     text_at = _text_offset(image)

@@ -68,9 +68,9 @@ class TlsModule:
             # blocks that are whole multiples of one alignment pack without gaps
             align = max(align, STATIC_GRANULE)
             size = (size + align - 1) & -align
-        relocs = [dso.Relocation(0, dso.R_X86_64_DTPMOD64, None)]
+        relocs = [dso.Relocation(0, Reloc.DTPMOD64, None)]
         if static:
-            relocs.append(dso.Relocation(8, dso.R_X86_64_TPOFF64, None))
+            relocs.append(dso.Relocation(8, Reloc.TPOFF64, None))
         data, data_at = dso.build(f"hotlink-tls:{name}", data=bytes(16), relocations=tuple(relocs),
                                   tls=dso.TlsImage(image, size, align), static_tls=static)
         try:
@@ -142,9 +142,9 @@ def external(name: str, static: bool, referrer: str, needed: tuple[str, ...] = (
     found = _external.get(key)
     if found is not None:
         return found
-    relocs = [dso.Relocation(0, dso.R_X86_64_DTPMOD64, name), dso.Relocation(8, dso.R_X86_64_DTPOFF64, name)]
+    relocs = [dso.Relocation(0, Reloc.DTPMOD64, name), dso.Relocation(8, Reloc.DTPOFF64, name)]
     if static:
-        relocs.append(dso.Relocation(16, dso.R_X86_64_TPOFF64, name))
+        relocs.append(dso.Relocation(16, Reloc.TPOFF64, name))
     image, data_at = dso.build("hotlink-tls-ref", data=bytes(24), relocations=tuple(relocs),
                                symbols=(dso.Symbol(name, "undefined_tls"),), needed=needed)
     try:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from .. import elf
 from ..graph import EH_FRAME
+from ..x86_64 import Reloc
 
 if TYPE_CHECKING:
     from ..graph import LinkObject
@@ -35,9 +36,12 @@ SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
 _CHDR = struct.Struct("<IIQQ")      # ch_type, ch_reserved, ch_size, ch_addralign
 (R_X86_64_NONE, R_X86_64_64, R_X86_64_PC32, R_X86_64_DTPOFF64, R_X86_64_32, R_X86_64_32S,
- R_X86_64_DTPOFF32, R_X86_64_PC64, R_X86_64_SIZE32, R_X86_64_SIZE64) = 0, 1, 2, 17, 10, 11, 21, 24, 32, 33
+ R_X86_64_DTPOFF32, R_X86_64_PC64, R_X86_64_SIZE32, R_X86_64_SIZE64) = (
+    Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.DTPOFF64, Reloc.R32, Reloc.R32S,
+    Reloc.DTPOFF32, Reloc.PC64, Reloc.SIZE32, Reloc.SIZE64)
 # relocation type -> (struct format, PC-relative, symbol size instead of address)
-_KINDS = {R_X86_64_64: ("<Q", False, False), R_X86_64_32: ("<I", False, False), R_X86_64_32S: ("<i", False, False),
+_KINDS: dict[int, tuple[str, bool, bool]] = {
+          R_X86_64_64: ("<Q", False, False), R_X86_64_32: ("<I", False, False), R_X86_64_32S: ("<i", False, False),
           R_X86_64_PC32: ("<i", True, False), R_X86_64_PC64: ("<q", True, False),
           R_X86_64_DTPOFF32: ("<i", False, False), R_X86_64_DTPOFF64: ("<q", False, False),
           R_X86_64_SIZE32: ("<I", False, True), R_X86_64_SIZE64: ("<Q", False, True)}
