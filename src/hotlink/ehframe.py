@@ -477,6 +477,43 @@ def _remember_fde(d: bytes, pos: int, end: int, cie: _CieInfo) -> None:
             _fde_cache.add((z, d[q:end]))
 
 
+def known_records(data: bytes, rel: dict[int, int]) -> tuple[int, list[tuple[int, int]]] | None:
+    """The check of the quick link (quick.py), from the caches alone: where
+    the records end and each FDE's (position, pointer size), if every CIE
+    and every FDE tail is one ``prune_eh_frame`` passed before and every
+    relocation (``rel``: offset -> kind) is an FDE's ``pc_begin``; else None,
+    and the full check runs.  Where each ``pc_begin`` points and how far its
+    range reaches depend on the object: the caller checks those."""
+    n = len(data)
+    pos = 0
+    cies: dict[int, _CieInfo] = {}
+    fdes: list[tuple[int, int]] = []
+    used: list[int] = []
+    unpack = _u32.unpack_from
+    while pos + 4 <= n:
+        (length,) = unpack(data, pos)
+        if length == 0:
+            break
+        end = pos + 4 + length
+        if end > n or length < 4:
+            return None
+        (cie_id,) = unpack(data, pos + 4)
+        if cie_id == 0:
+            hit = _cie_cache.get(data[pos:end])
+            if hit is None or hit[1] is not None:
+                return None
+            cies[pos] = hit[0]
+        else:
+            cie = cies.get(pos + 4 - cie_id)
+            if cie is None or not _known_fde(data, pos, end, cie, rel, used):
+                return None
+            fdes.append((pos, cie[2]))
+        pos = end
+    if len(used) != len(rel) or any(data[pos:]):
+        return None
+    return pos, fdes
+
+
 def _check_targets(data: bytes, relocs: list[Rela], where: str, obj: ObjectFile,
                    fdes: list[tuple[int, _CieInfo]], personalities: list[tuple[int, int, int]]) -> None:
     """What the relocated pointers point at: each FDE at code of this object,

@@ -70,15 +70,15 @@ Rela: TypeAlias = tuple[int, int, int, int]
 RELA_DTYPE = [("offset", "<u8"), ("info", "<u8"), ("addend", "<i8")]
 SYM_DTYPE = [("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")]
 
-_SHDR = SHDR.format[1:]       # one section header's fields, repeated to read the table in one call
-_SYM = SYM.format[1:]
-_RELA = RELA.format[1:]
+SHDR_RECORD = SHDR.format[1:]       # one section header's fields, repeated to read the table in one call
+SYM_RECORD = SYM.format[1:]
+RELA_RECORD = RELA.format[1:]
 # compiled readers of whole tables, by (record, count): one struct call per table
 _TableReader = Callable[[bytes, int], tuple[int, ...]]
 _readers: dict[tuple[str, int], _TableReader] = {}
 
 
-def _reader(record: str, count: int) -> _TableReader:
+def table_reader(record: str, count: int) -> _TableReader:
     """``unpack_from`` of ``count`` records of ``record`` (compiled once per count)."""
     key = (record, count)
     read = _readers.get(key)
@@ -164,11 +164,11 @@ def _names_at(np: Any, table: bytes, offsets: Sequence[int]) -> list[str] | None
     strings = table.decode("utf-8", "surrogateescape").split("\0")
     out = [strings[k] if o else "" for k, o in zip(piece.tolist(), offsets)]
     for i in np.flatnonzero((at != 0) & (at != np.concatenate(([0], ends[:-1] + 1))[piece])).tolist():
-        out[i] = _cstr(table, offsets[i]) or ""       # (terminated: at <= the last NUL)
+        out[i] = cstr(table, offsets[i]) or ""       # (terminated: at <= the last NUL)
     return out
 
 
-def _cstr(table: bytes, off: int) -> str | None:
+def cstr(table: bytes, off: int) -> str | None:
     end = table.find(b"\0", off)
     return None if end < 0 else table[off:end].decode("utf-8", "surrogateescape")
 
@@ -233,7 +233,7 @@ class ObjectFile:
         if shnum == 0 or shoff + shnum * SHDR.size > n:
             raise MalformedObjectError(
                 f"{name}: {shnum} section headers at offset {shoff:#x} run past the end of the file ({n:#x})")
-        flat = _reader(_SHDR, shnum)(data, shoff)
+        flat = table_reader(SHDR_RECORD, shnum)(data, shoff)
         self.shnum = shnum
         self.sh_name = flat[0::10]
         self.sh_type = types = flat[1::10]
@@ -291,7 +291,7 @@ class ObjectFile:
     def section_name(self, i: int) -> str:
         name = self._names.get(i)
         if name is None:
-            name = _cstr(self._shstrtab, self.sh_name[i])
+            name = cstr(self._shstrtab, self.sh_name[i])
             if name is None:
                 raise MalformedObjectError(
                     f"{self.name}: section {i} has a name offset {self.sh_name[i]:#x} outside the name table")
@@ -329,7 +329,7 @@ class ObjectFile:
         names_off: tuple[int, ...] | list[int]
         shndx: tuple[int, ...] | list[int]
         if np is None:
-            flat = _reader(_SYM, count)(data, self.sh_offset[si])
+            flat = table_reader(SYM_RECORD, count)(data, self.sh_offset[si])
             names_off = flat[0::6]
             self.sym_info = info = flat[1::6]       # bind << 4 | type
             self.sym_other = flat[2::6]             # visibility in the low 2 bits
@@ -380,7 +380,7 @@ class ObjectFile:
                 self.sym_name = names + found
                 return
         for o in names_off[first:]:
-            s = _cstr(strtab, o) if o else ""
+            s = cstr(strtab, o) if o else ""
             if s is None:
                 if o >= len(strtab):
                     self._name_outside(names_off, len(strtab))
@@ -426,7 +426,7 @@ class ObjectFile:
         if self.sym_info[i] & 15 == STT_SECTION and self.sym_shndx[i] < self.shnum:
             return self.section_name(self.sym_shndx[i])
         off: int = struct.unpack_from("<I", self.data, self.sh_offset[self.symtab_index] + SYM.size * i)[0]
-        return (_cstr(self._strtab, off) or f"symbol {i}") if off else f"symbol {i}"
+        return (cstr(self._strtab, off) or f"symbol {i}") if off else f"symbol {i}"
 
     def symbol(self, i: int) -> Symbol:
         info = self.sym_info[i]
@@ -486,7 +486,7 @@ class ObjectFile:
                     if info >> 32 < nsyms:
                         relocs.append((off, info & 0xFFFFFFFF, info >> 32, a))
                         continue
-                flat = _reader(_RELA, count)(self.data, self.sh_offset[r])
+                flat = table_reader(RELA_RECORD, count)(self.data, self.sh_offset[r])
                 info = flat[1::3]
                 if max(info) >> 32 >= nsyms:
                     i = next(i for i, x in enumerate(info) if x >> 32 >= nsyms)

@@ -6,7 +6,7 @@ a tiny object's whole link has to fit in tens of microseconds.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import elf
@@ -52,10 +52,14 @@ class Pending(NamedTuple):
 
 def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
     """(role, pool) of section ``i``."""
-    flags = obj.sh_flags[i]
+    return section_role(obj.sh_flags[i], obj.sh_type[i], obj.section_name, i)
+
+
+def section_role(flags: int, t: int, name_of: Callable[[int], str], i: int) -> tuple[int, int]:
+    """(role, pool) of section ``i`` with these flags and type; its name,
+    ``name_of(i)``, is read only when they do not say."""
     if not flags & _ALLOC or flags & _EXCLUDE:
         return SKIP, 0
-    t = obj.sh_type[i]
     if flags & elf.SHF_TLS:
         return THREAD_LOCAL, 0
     if t == elf.SHT_NOTE or t == elf.SHT_GROUP:
@@ -64,7 +68,7 @@ def classify(obj: elf.ObjectFile, i: int) -> tuple[int, int]:
         return PLACE, CODE
     if t == elf.SHT_NOBITS:
         return PLACE, DATA
-    name = obj.section_name(i)
+    name = name_of(i)
     if t == elf.SHT_X86_64_UNWIND or name == ".eh_frame":
         return EH_FRAME, RODATA
     if t in (elf.SHT_INIT_ARRAY, elf.SHT_FINI_ARRAY, elf.SHT_PREINIT_ARRAY) or (

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import call
+from . import call, quick
 from .archive import Archive, is_archive
 from .call import Function
 from .elf import ObjectFile, is_elf
@@ -301,6 +301,13 @@ class Library:
         unit name) becomes a unit, in one transaction."""
         with self.session.lock:
             self.check_open()
+            if len(loaded) == 1 and replacing is None:    # most adds: one small self-contained object
+                data, uname = loaded[0]
+                unit = quick.link(self, data, uname)
+                if unit is not None:
+                    if isinstance(data, CompiledObject):
+                        unit.extras().declarations = data.declarations
+                    return [unit]
             job, units = self._transaction(loaded, replacing)
             job.run()
             return units

@@ -144,7 +144,7 @@ _u32 = struct.Struct("<I").pack_into
 _u64 = struct.Struct("<Q").pack_into
 # what a ``struct`` write raises for a value out of range or a field out of
 # the buffer (IndexError, OverflowError: an offset beyond any buffer)
-_WRITE_ERRORS = (struct.error, OverflowError, IndexError)
+WRITE_ERRORS = (struct.error, OverflowError, IndexError)
 _kind, _symbol = itemgetter(1), itemgetter(2)
 
 
@@ -398,7 +398,7 @@ class ObjectNames(Protocol):
 def write_common(buf: bytearray, relocs: Sequence[Rela], values: Sequence[int], base: int) -> None:
     """R64, PC32 and PLT32 in one loop: the checked writers' fast path.
     ``struct`` checks range and bounds of each write; one of
-    ``_WRITE_ERRORS`` means one failed, and the caller redoes them through
+    ``WRITE_ERRORS`` means one failed, and the caller redoes them through
     the checked writers to say which."""
     i32, u64 = _i32, _u64
     r64, none, mask = _R64, _NONE, _MASK64
@@ -440,7 +440,7 @@ class Fixups:
             try:
                 write_common(buf, relocs, self.values, base)
                 return
-            except _WRITE_ERRORS:
+            except WRITE_ERRORS:
                 plan = _NOTHING_DECIDED         # one failed: the loop below says which
         start = 0
         for i in plan.special:
@@ -489,7 +489,7 @@ class Fixups:
     def _common(self, buf: bytearray, relocs: Sequence[Rela]) -> None:
         try:
             write_common(buf, relocs, self.values, self.base)
-        except _WRITE_ERRORS:
+        except WRITE_ERRORS:
             # one failed: the checked writers say which, or write it (they
             # take values modulo 2**64, which ``struct`` does not)
             for off, kind, si, a in relocs:
@@ -660,10 +660,10 @@ def write_i32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: i
     """A signed 32-bit field (PC32, PLT32, 32S, GOTPC32, the GOTPCREL forms, GOT32)."""
     try:
         _i32(buf, off, value)
-    except _WRITE_ERRORS:
+    except WRITE_ERRORS:
         try:
             _i32(buf, off, _wrapped(value, True))
-        except _WRITE_ERRORS:
+        except WRITE_ERRORS:
             raise fx.error(buf, off, 4, value, kind, si) from None
 
 
@@ -671,10 +671,10 @@ def write_u32(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: i
     """An unsigned 32-bit field (32, SIZE32)."""
     try:
         _u32(buf, off, value)
-    except _WRITE_ERRORS:
+    except WRITE_ERRORS:
         try:
             _u32(buf, off, _wrapped(value, False))
-        except _WRITE_ERRORS:
+        except WRITE_ERRORS:
             raise fx.error(buf, off, 4, value, kind, si) from None
 
 
@@ -682,7 +682,7 @@ def write_u64(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si: i
     """A 64-bit field: every value fits (modulo 2**64); only bounds can fail."""
     try:
         _u64(buf, off, value & _MASK64)
-    except _WRITE_ERRORS:
+    except WRITE_ERRORS:
         raise fx.error(buf, off, 8, value, kind, si) from None
 
 
@@ -698,7 +698,7 @@ def write_small(buf: bytearray, off: int, value: int, fx: Fixups, kind: int, si:
     """A 16- or 8-bit field, signed (PC16, PC8) or unsigned (16, 8)."""
     try:
         _SMALL[kind](buf, off, _wrapped(value, kind == Reloc.PC16 or kind == Reloc.PC8))
-    except _WRITE_ERRORS:
+    except WRITE_ERRORS:
         raise fx.error(buf, off, size, value, kind, si) from None
 
 

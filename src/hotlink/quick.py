@@ -1,0 +1,358 @@
+"""The quick link: one self-contained object, in one pass.
+
+Most objects a JIT makes are small and need none of what the general link
+transaction (linker.py) is built for: no archive to pull from, no other
+object in the same link, no symbol from elsewhere, no initializer, no
+thread-local.  For those, the staged transaction's bookkeeping is most of
+the cost (about 60 µs for a one-function object); ``link`` does the same
+work in one pass, in a fraction of that.
+
+It never raises for the object.  At the first thing it does not take, or
+anything that looks wrong, it returns None having changed nothing, and the
+general transaction links the object or names what is wrong with it.  Its
+``.eh_frame`` check is the full one's, through the full check's caches:
+records that check has not passed before send the object the general way
+(once: then they are known).  So every error comes from one place, and an
+object linked here is linked exactly as the general transaction links it
+(``tests/test_quick.py`` links objects both ways and compares every byte,
+symbol and frame, and feeds it mutated objects).
+
+What it takes: one relocatable object, added (not a replacement) to a
+library that is not patchable, with no debug observer; sections of code,
+data, read-only data, ``.bss`` and notes, and one ``.eh_frame``; global
+symbols all defined in those sections (not common, absolute, thread-local
+or IFUNC) and not yet defined in the library; relocations ``R64``,
+``PC32``, ``PLT32``, and GOT loads that relax to direct references.
+"""
+from __future__ import annotations
+
+from itertools import compress
+from operator import add
+from typing import TYPE_CHECKING
+
+from . import ehframe, elf, platform, vector
+from .arena import CODE, DATA, PAGE, RODATA, pack_block
+from .errors import LinkError
+from .graph import EH_FRAME, FUNC, HIDDEN, PLACE, SKIP, WEAK, Definition, section_role
+from .interrupts import GATE
+from .linker import PLATFORM_NAMES
+from .x86_64 import WRITE_ERRORS, Reloc, relax_got_loads, write_common
+
+if TYPE_CHECKING:
+    from .elf import Rela
+    from .library import Library, Unit
+
+enabled = True      # tests switch it off to link the same objects the general way
+
+_IDENT = elf.ELFMAG + bytes((elf.ELFCLASS64, elf.ELFDATA2LSB))
+_SHDR_SIZE = elf.SHDR.size
+# section types only the general transaction links
+_GENERAL_TYPES = frozenset((elf.SHT_REL, elf.SHT_GROUP, elf.SHT_INIT_ARRAY, elf.SHT_FINI_ARRAY,
+                            elf.SHT_PREINIT_ARRAY, elf.SHT_SYMTAB_SHNDX))
+_ALLOC_TYPES = frozenset((elf.SHT_PROGBITS, elf.SHT_NOBITS, elf.SHT_NOTE, elf.SHT_X86_64_UNWIND))
+_GENERAL_FLAGS = elf.SHF_TLS | elf.SHF_EXCLUDE      # (of an allocated section)
+_ALIGNS = frozenset([0] + [1 << i for i in range(PAGE.bit_length())])
+# st_info values (bind << 4 | type) of thread-local and IFUNC symbols, any binding
+_SPECIAL_INFO = frozenset(b << 4 | t for b in range(16) for t in (elf.STT_TLS, elf.STT_GNU_IFUNC))
+_WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
+_GOT_LOADS = (Reloc.GOTPCRELX, Reloc.REX_GOTPCRELX)
+_KINDS = frozenset((Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.PLT32, *_GOT_LOADS))
+_PC32, _NONE = int(Reloc.PC32), int(Reloc.NONE)
+_KIND_MASK, _SYMBOL_SHIFT = 0xFFFFFFFF, 32        # r_info: symbol << 32 | kind
+_ABS_ONLY = frozenset((elf.SHN_ABS,))
+_ALLOC, _EXEC, _ABS, _RELA_TYPE = elf.SHF_ALLOC, elf.SHF_EXECINSTR, elf.SHN_ABS, elf.SHT_RELA
+
+
+class _Decline(Exception):
+    """Something the quick link does not take: the general transaction links it."""
+
+
+def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
+    """Link ``data`` as a new unit of ``lib`` if it is a self-contained
+    object (see the module docstring), else return None having changed
+    nothing.  The caller holds the session lock and checked ``lib`` is open."""
+    session = lib.session
+    if not enabled or lib.patchable or session.observers:
+        return None
+    try:
+        plan = _plan(lib, data)
+    except _Decline:
+        return None
+    return _commit(lib, data, uname, plan)
+
+
+class _Plan:
+    """What ``_plan`` read and checked: everything but the addresses."""
+
+    __slots__ = ("size", "align", "placed", "eh", "eh_size", "relocs", "shndx", "value", "sizes", "types",
+                 "offsets", "publish", "sym_size", "got")
+
+
+# What the section table says, by its shape: the sections' names, types,
+# flags, links, infos and alignments (not their offsets and sizes).  Objects
+# made by one compiler share a few shapes, so the decisions are made once per
+# shape: (symbol table, .eh_frame, the placed sections with their pools, the
+# relocation section of each section, each section's pool or -1), or () if
+# the quick link does not take such objects.
+_Shape = tuple[bytes, int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...],
+               tuple[int, ...]]
+_Sections = tuple[int, int, list[tuple[int, int]], dict[int, int], list[int]] | tuple[()]
+_shapes: dict[_Shape, _Sections] = {}
+
+
+def _sections(shape: _Shape) -> _Sections:
+    shstrtab, shstrndx, sh_names, types, flags, links, infos, aligns = shape
+    shnum = len(types)
+    if (not _GENERAL_TYPES.isdisjoint(types) or types.count(elf.SHT_SYMTAB) != 1
+            or not _ALIGNS.issuperset(aligns) or types[shstrndx] != elf.SHT_STRTAB):
+        return ()
+    symtab = types.index(elf.SHT_SYMTAB)
+
+    def name_of(i: int) -> str:
+        name = elf.cstr(shstrtab, sh_names[i])
+        if name is None:
+            raise _Decline
+        return name
+
+    alloc: list[tuple[int, int]] = []
+    pool_of = [-1] * shnum
+    eh = 0
+    rela: dict[int, int] = {}
+    try:
+        for i in range(1, shnum):
+            f, t = flags[i], types[i]
+            if f & _ALLOC:
+                if f & _GENERAL_FLAGS or t not in _ALLOC_TYPES:
+                    return ()
+                role, pool = section_role(f, t, name_of, i)
+                if role == SKIP:
+                    continue
+                if role == EH_FRAME and not eh:
+                    eh = i
+                    continue
+                if role != PLACE:
+                    return ()
+                alloc.append((i, pool))
+                pool_of[i] = pool
+            elif t == elf.SHT_RELA:
+                if not 0 < infos[i] < shnum or links[i] != symtab or infos[i] in rela:
+                    return ()
+                rela[infos[i]] = i
+    except _Decline:
+        return ()
+    return symtab, eh, alloc, rela, pool_of
+
+
+def _plan(lib: Library, data: bytes) -> _Plan:
+    """Read and check ``data`` for the quick link; _Decline if it is not for it."""
+    n = len(data)
+    if n < elf.EHDR.size:
+        raise _Decline
+    (ident, e_type, machine, _version, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum,
+     shentsize, shnum, shstrndx) = elf.EHDR.unpack_from(data)
+    if (ident[:6] != _IDENT or e_type != elf.ET_REL or machine != elf.EM_X86_64 or shentsize != _SHDR_SIZE
+            or not 0 < shnum or shstrndx >= shnum or not 0 < shoff <= n - shnum * _SHDR_SIZE):
+        raise _Decline
+    flat = elf.table_reader(elf.SHDR_RECORD, shnum)(data, shoff)
+    offsets, sizes = flat[4::10], flat[5::10]
+    if max(map(add, offsets, sizes)) > n:
+        raise _Decline
+    shstrtab = data[offsets[shstrndx]:offsets[shstrndx] + sizes[shstrndx]]
+    shape = (shstrtab, shstrndx, flat[0::10], flat[1::10], flat[2::10], flat[6::10], flat[7::10], flat[8::10])
+    sections = _shapes.get(shape)
+    if sections is None:
+        sections = _sections(shape)
+        if len(_shapes) >= 256:
+            _shapes.clear()
+        _shapes[shape] = sections
+    if not sections:
+        raise _Decline
+    symtab, eh, alloc, rela, pool_of = sections
+    types, aligns = shape[3], shape[7]
+    # place: one block per pool, sections in file order at their alignment (as layout.place)
+    size, align = [0, 0, 0], [1, 1, 1]
+    placed: list[tuple[int, int, int]] = []     # (section, pool, offset in the pool's block)
+    for i, pool in alloc:
+        a = aligns[i]
+        if a > 1:
+            if a > align[pool]:
+                align[pool] = a
+            o = (size[pool] + a - 1) & -a
+        else:
+            o = size[pool]
+        placed.append((i, pool, o))
+        size[pool] = o + sizes[i]
+    for r in rela.values():
+        if sizes[r] % 24:
+            raise _Decline
+
+    # symbols: locals first; every global defined in a placed section
+    flags, links, infos = shape[4], shape[5], shape[6]
+    strx = links[symtab]
+    count = sizes[symtab] // 24
+    if sizes[symtab] % 24 or not count or count >= vector.MIN_ROWS or strx >= shnum \
+            or types[strx] != elf.SHT_STRTAB:
+        raise _Decline
+    sym = elf.table_reader(elf.SYM_RECORD, count)(data, offsets[symtab])
+    name_off, info, other, shndx = sym[0::6], sym[1::6], sym[2::6], sym[3::6]
+    first = infos[symtab]
+    if (not 0 < first <= count or max(info[:first]) >= 16 or not _SPECIAL_INFO.isdisjoint(info)
+            or max(shndx[:first]) >= shnum and not _ABS_ONLY.issuperset(set(shndx[:first]).difference(range(shnum)))):
+        raise _Decline
+    publish: dict[str, tuple[int, int]] = {}    # name -> (symbol, definition flags)
+    got = 0                                     # the symbol _GLOBAL_OFFSET_TABLE_, if used
+    if first < count:
+        if min(info[first:]) < 16 or max(shndx[first:]) >= shnum:
+            raise _Decline
+        strtab = data[offsets[strx]:offsets[strx] + sizes[strx]]
+        defined, lazy = lib.definitions, lib.lazy
+        for si in range(first, count):
+            x = shndx[si]
+            if not x:       # undefined: only the GOT's address, which PIC code may ask for
+                if got or elf.cstr(strtab, name_off[si]) != "_GLOBAL_OFFSET_TABLE_":
+                    raise _Decline
+                got = si
+                continue
+            if pool_of[x] < 0:
+                raise _Decline
+            if name_off[si]:
+                name = elf.cstr(strtab, name_off[si])
+                if name is None or name in defined or name in lazy or name in PLATFORM_NAMES or name in publish:
+                    raise _Decline
+                typ = info[si] & 15
+                publish[name] = si, ((WEAK if info[si] >> 4 in _WEAK_BINDS else 0)
+                                     | (FUNC if typ == elf.STT_FUNC or typ == elf.STT_NOTYPE and flags[x] & _EXEC else 0)
+                                     | (HIDDEN if other[si] & 3 in (elf.STV_HIDDEN, elf.STV_INTERNAL) else 0))
+
+    # relocations of the placed sections and the .eh_frame
+    relocs: dict[int, list[Rela]] = {}
+    for target, r in rela.items():
+        if pool_of[target] < 0 and target != eh:
+            continue                            # (debug sections: not loaded)
+        k = sizes[r] // 24
+        if not k:
+            continue
+        if k > vector.MIN_FIXUP_ROWS:
+            raise _Decline
+        f3 = elf.table_reader(elf.RELA_RECORD, k)(data, offsets[r])
+        kinds = list(map(_KIND_MASK.__and__, f3[1::3]))
+        syms = list(map(_SYMBOL_SHIFT.__rrshift__, f3[1::3]))
+        if not _KINDS.issuperset(kinds) or max(syms) >= count:
+            raise _Decline
+        relocs[target] = list(zip(f3[0::3], kinds, syms, f3[2::3]))
+
+    value = sym[4::6]
+    # .eh_frame: the full check's caches, then where each FDE points (as ehframe._check_targets)
+    eh_size = 0
+    if eh:
+        rows = relocs.get(eh, [])
+        rel = {off: kind for off, kind, _, _ in rows}
+        if len(rel) != len(rows) or _NONE in rel.values():
+            raise _Decline
+        edata = data[offsets[eh]:offsets[eh] + sizes[eh]]
+        known = ehframe.known_records(edata, rel)
+        if known is None:
+            raise _Decline
+        eh_size, fdes = known
+        pc_begin = {off: (si, a) for off, _, si, a in rows}
+        for pos, width in fdes:
+            si, a = pc_begin[pos + 8]
+            x = shndx[si]
+            if not 0 < x < shnum or pool_of[x] != CODE:
+                raise _Decline
+            start = value[si] + a
+            stop = start + int.from_bytes(edata[pos + 8 + width:pos + 8 + 2 * width], "little")
+            if start < 0 or stop > sizes[x]:
+                raise _Decline
+
+    plan = _Plan()
+    plan.size, plan.align, plan.placed, plan.eh, plan.eh_size = size, align, placed, eh, eh_size
+    plan.relocs, plan.shndx, plan.value, plan.sym_size = relocs, shndx, value, sym[5::6]
+    plan.sizes, plan.types, plan.offsets, plan.publish, plan.got = sizes, types, offsets, publish, got
+    return plan
+
+
+def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit | None:
+    """Allocate, write and publish what ``plan`` holds, with Python signal
+    handlers deferred; None (and nothing changed) if a relocation does not
+    fit or the arena is full, which the general transaction reports."""
+    session = lib.session
+    arena = session.arena
+    pools = arena.zone(False)
+    blocks: list[tuple[int, int, int]] = []
+    size, sizes, offsets = plan.size, plan.sizes, plan.offsets
+    with GATE:
+        try:
+            base = [0, 0, 0]
+            for p in (CODE, RODATA, DATA):
+                if size[p]:
+                    base[p] = pools[p].alloc(size[p], plan.align[p])
+                    blocks.append((p, base[p], size[p]))
+            eh_block = 0
+            if plan.eh_size:
+                eh_block = pools[RODATA].alloc(plan.eh_size + 4, 8)
+                blocks.append((RODATA, eh_block, plan.eh_size + 4))
+            addr = [0] * len(sizes)
+            for i, p, o in plan.placed:
+                addr[i] = base[p] + o
+            if plan.eh:
+                addr[plan.eh] = eh_block
+            values = [v if x == _ABS else addr[x] + v for x, v in zip(plan.shndx, plan.value)]
+            if plan.got:        # as the general transaction: the first block the object has
+                values[plan.got] = base[CODE] or base[RODATA] or base[DATA] or eh_block
+            relocs = plan.relocs
+            for i, _p, _o in plan.placed:
+                if not sizes[i]:
+                    continue
+                if plan.types[i] == elf.SHT_NOBITS:
+                    arena.zero(addr[i], sizes[i])
+                    continue
+                section: bytes | bytearray = data[offsets[i]:offsets[i] + sizes[i]]
+                if i in relocs:
+                    section = _relocated(section, relocs[i], values, addr[i])
+                arena.write(addr[i], section)
+            if eh_block:
+                eh = plan.eh
+                frames = _relocated(data[offsets[eh]:offsets[eh] + plan.eh_size], relocs.get(eh, []),
+                                    values, eh_block)
+                arena.write(eh_block, frames + b"\0\0\0\0")   # and the unwinder's terminator
+        except (_Decline, LinkError):
+            for p, a, s in blocks:
+                pools[p].free(a, s)
+            return None
+        if eh_block:
+            platform.register_frames(eh_block)
+        # commit, as LinkTransaction.commit does for one object
+        unit = session.new_unit(lib, uname)
+        unit.blocks = [pack_block(p, a, s, a == eh_block) for p, a, s in blocks]
+        lib.changes += 1
+        session.code_changed()
+        lib.record_unit(unit)
+        sym_size = plan.sym_size
+        for name, (si, fl) in plan.publish.items():
+            lib.publish(name, Definition(values[si], unit, fl, sym_size[si]))
+        unit.names = tuple(plan.publish)
+    return unit
+
+
+def _relocated(section: bytes, rows: list[Rela], values: list[int], base: int) -> bytearray:
+    """``section``, placed at ``base``, with ``rows`` applied in order (GOT
+    loads relaxed to direct references, as the general scan does)."""
+    buf = bytearray(section)
+    try:
+        got = [j for j, r in enumerate(rows) if r[1] in _GOT_LOADS]
+        if not got:
+            write_common(buf, rows, values, base)
+            return buf
+        relaxed = relax_got_loads(section, rows, got, values, base)
+        if len(relaxed) != len(got):
+            raise _Decline                      # a GOT entry: the general transaction makes it
+        for j, (off, kind, si, a) in enumerate(rows):
+            new = relaxed.get(j)
+            if new is not None:
+                buf[off - 2:off] = new
+                kind = _PC32                    # now S + A - P, as PC32
+            write_common(buf, [(off, kind, si, a)], values, base)
+    except WRITE_ERRORS:
+        raise _Decline from None                # out of range: the general transaction says which
+    return buf

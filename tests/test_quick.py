@@ -1,0 +1,204 @@
+"""The quick link (quick.py) links exactly what the general transaction
+links, byte for byte, and hands everything else to it.
+
+Each object is linked twice at the same addresses: once with the quick link
+switched off, then, after removing it and waiting for its memory, with it
+on.  The blocks (pool, address, size), their bytes, the published
+definitions and the registered unwind tables must be identical; mutated
+objects must give the same error or the same image.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hotlink
+from hotlink import ehframe, platform, quick
+from hotlink.arena import unpack_block
+
+from tests.test_malformed import mutate, mutation
+
+SELF_CONTAINED = {
+    "tiny": "int f(int x){return x*3+1;}\n",
+    "data": r"""
+        int counter = 5;                      /* -fPIC: reached through REX_GOTPCRELX, relaxed */
+        static int hidden_counter;
+        __attribute__((visibility("hidden"))) int hid = 7;
+        const char message[] = "hello";
+        __attribute__((aligned(64))) double aligned[8];
+        static int helper(int x) { return x * 3 + message[x & 3]; }
+        int entry(int x) { hidden_counter += helper(x); counter += x; return counter + hidden_counter + hid; }
+        __attribute__((weak)) int weak_one(void) { return 1; }
+        double scale(double x) { return x * 2.5 + aligned[1]; }
+    """,
+    "switch": r"""
+        int pick(int x) {
+            switch (x) { case 0: return 7; case 1: return 9; case 2: return 11;
+                         case 3: return 13; case 4: return 17; case 5: return 19; default: return -1; }
+        }
+        int (*pointer)(int) = pick;          /* an R64 in .data.rel */
+        int call(int x) { return pointer(x); }
+    """,
+    "asm": r"""
+        __asm__(".text\n.globl untyped\nuntyped:\n movl $42, %eax\n ret\n");
+        int use_untyped(void);
+    """,
+}
+NOT_SELF_CONTAINED = {
+    "libc": "#include <string.h>\nint n(const char *s){return (int)strlen(s);}\n",
+    "init": "int v; __attribute__((constructor)) static void init(void){v = 3;} int get(void){return v;}\n",
+    "tls": "__thread int t; int get(void){return t;}\n",
+    "common": "int shared_common; int get(void){return shared_common;}\n",
+}
+FLAGS = (["-O2"], ["-O0", "-g"], ["-O3", "-fno-asynchronous-unwind-tables"], ["-Os", "-ffunction-sections"])
+
+
+@functools.cache
+def build(name: str, flags: tuple[str, ...]) -> bytes:
+    src = {**SELF_CONTAINED, **NOT_SELF_CONTAINED}[name]
+    d = Path(tempfile.mkdtemp(prefix="hotlink-quick-"))
+    (d / "u.c").write_text(src)
+    extra = ["-fcommon"] if name == "common" else []
+    subprocess.run(["gcc", "-c", "-fPIC", *flags, *extra, str(d / "u.c"), "-o", str(d / "u.o")], check=True)
+    return (d / "u.o").read_bytes()
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many links the quick link made."""
+    made = []
+    commit = quick._commit
+
+    def counting(*args):
+        unit = commit(*args)
+        if unit is not None:
+            made.append(unit)
+        return unit
+    monkeypatch.setattr(quick, "_commit", counting)
+    return made
+
+
+def image(s: hotlink.Session, data: bytes, quick_on: bool, monkeypatch) -> tuple:
+    """What linking ``data`` into a fresh library leaves: the error, or the
+    blocks with their bytes, the definitions and the unwind tables; the unit
+    is removed and its memory freed afterwards."""
+    monkeypatch.setattr(quick, "enabled", quick_on)
+    frames = platform.registered_frames
+    lib = s.library("image")
+    try:
+        try:
+            unit = lib.add(data, name="obj")
+        except hotlink.LinkError as e:
+            return ("error", type(e).__name__, str(e), s.memory().used)
+        blocks = [unpack_block(b) for b in unit.blocks]
+        contents = [ctypes.string_at(a, n) for _, a, n, _ in blocks]
+        defs = {name: (d.address, d.flags, d.size) for name, d in lib.definitions.items()}
+        return ("linked", blocks, contents, defs, unit.names, platform.registered_frames - frames)
+    finally:
+        lib.remove()
+        assert s.synchronize(5)
+
+
+def both_ways(s: hotlink.Session, data: bytes, monkeypatch) -> tuple:
+    general = image(s, data, False, monkeypatch)
+    assert image(s, data, True, monkeypatch) == general
+    return general
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=" ".join)
+@pytest.mark.parametrize("name", sorted(SELF_CONTAINED))
+def test_self_contained_objects_link_the_same_both_ways(name, flags, counted, monkeypatch):
+    data = build(name, tuple(flags))
+    with hotlink.Session() as s:
+        ehframe._cie_cache.clear()
+        ehframe._fde_cache.clear()
+        first = image(s, data, True, monkeypatch)      # unknown .eh_frame records: the general way
+        assert first[0] == "linked"
+        assert len(counted) == (0 if b".eh_frame" in data else 1)
+        assert both_ways(s, data, monkeypatch) == first
+        assert len(counted) == 1 + (b".eh_frame" not in data), "the quick link declined a self-contained object"
+        del counted[:]
+        lib = s.library("run")
+        lib.add(data)
+        if name == "tiny":
+            assert lib.function("f", ctypes.c_int, [ctypes.c_int])(5) == 16
+        elif name == "data":
+            assert lib.function("entry", ctypes.c_int, [ctypes.c_int])(1) > 0
+            assert lib.function("scale", ctypes.c_double, [ctypes.c_double])(2.0) == 5.0
+        elif name == "switch":
+            assert [lib.function("call", ctypes.c_int, [ctypes.c_int])(i) for i in (0, 5, 9)] == [7, 19, -1]
+        else:
+            assert lib.function("untyped", ctypes.c_int)() == 42
+        assert len(counted) == 1
+
+
+@pytest.mark.parametrize("name", sorted(NOT_SELF_CONTAINED))
+def test_other_objects_go_the_general_way(name, counted, monkeypatch):
+    data = build(name, ("-O2",))
+    with hotlink.Session() as s:
+        image(s, data, True, monkeypatch)
+        result = both_ways(s, data, monkeypatch)
+        assert result[0] == "linked"
+        assert not counted
+
+
+def test_a_name_the_library_defines_goes_the_general_way(counted):
+    data = build("tiny", ("-O2",))
+    with hotlink.Session() as s:
+        lib = s.library("dup")
+        lib.add(data)
+        assert len(counted) == 1
+        with pytest.raises(hotlink.DuplicateSymbolError, match="'f'"):
+            lib.add(data)
+        assert len(counted) == 1 and len(lib.units) == 1
+        lib.remove()
+        # patchable libraries and replacements: the general way
+        p = s.library("p", patchable=True)
+        u = p.add(data)
+        p.replace(u, data)
+        assert len(counted) == 1
+
+
+def test_a_removed_quick_unit_gives_everything_back(counted):
+    data = build("data", ("-O2",))
+    with hotlink.Session() as s:
+        s.library("warm").add(data)
+        frames = platform.registered_frames
+        before = s.memory().used
+        for i in range(200):
+            lib = s.library(f"l{i}")
+            lib.add(data)
+            assert lib.function("entry", ctypes.c_int, [ctypes.c_int])(0) > 0
+            lib.remove()
+        assert s.synchronize(5)
+        assert s.memory().used == before and platform.registered_frames == frames
+        assert len(counted) == 201
+
+
+@functools.cache
+def fuzz_corpus() -> list[bytes]:
+    return [build(name, tuple(flags)) for name in ("data", "switch", "tiny") for flags in FLAGS[:2]]
+
+
+@pytest.fixture(scope="module")
+def fuzz_session():
+    with hotlink.Session() as s:
+        yield s
+
+
+@settings(max_examples=1500, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(which=st.integers(0, 5), ops=st.lists(mutation, min_size=1, max_size=3))
+@pytest.mark.slow
+def test_mutated_objects_give_the_same_result_both_ways(fuzz_session, which, ops, monkeypatch):
+    s = fuzz_session
+    objects = fuzz_corpus()
+    image(s, objects[which], False, monkeypatch)        # the unmutated records are known
+    both_ways(s, mutate(objects[which], ops), monkeypatch)
