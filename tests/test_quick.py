@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.test_malformed import mutate, mutation
 
 import hotlink
 from hotlink import ehframe, platform, quick
 from hotlink.arena import unpack_block
-
-from tests.test_malformed import mutate, mutation
 
 SELF_CONTAINED = {
     "tiny": "int f(int x){return x*3+1;}\n",

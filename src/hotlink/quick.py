@@ -26,9 +26,9 @@ or IFUNC) and not yet defined in the library; relocations ``R64``,
 """
 from __future__ import annotations
 
-from itertools import compress
+from collections.abc import Sequence
 from operator import add
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import ehframe, elf, platform, vector
 from .arena import CODE, DATA, PAGE, RODATA, pack_block
@@ -81,11 +81,22 @@ def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
     return _commit(lib, data, uname, plan)
 
 
-class _Plan:
+class _Plan(NamedTuple):
     """What ``_plan`` read and checked: everything but the addresses."""
-
-    __slots__ = ("size", "align", "placed", "eh", "eh_size", "relocs", "shndx", "value", "sizes", "types",
-                 "offsets", "publish", "sym_size", "got")
+    size: list[int]                     # bytes per pool (CODE, RODATA, DATA)
+    align: list[int]                    # alignment per pool
+    placed: list[tuple[int, int, int]]  # (section, pool, offset in the pool's block)
+    eh: int                             # the .eh_frame section, or 0
+    eh_size: int                        # its records' bytes (without a terminator)
+    relocs: dict[int, list[Rela]]       # section -> its relocations
+    shndx: Sequence[int]                # the symbols' sections
+    value: Sequence[int]                # the symbols' values
+    sym_size: Sequence[int]
+    sizes: Sequence[int]                # the sections'
+    types: Sequence[int]
+    offsets: Sequence[int]
+    publish: dict[str, tuple[int, int]]     # name -> (symbol, definition flags)
+    got: int                            # the symbol _GLOBAL_OFFSET_TABLE_, or 0
 
 
 # What the section table says, by its shape: the sections' names, types,
@@ -220,8 +231,8 @@ def _plan(lib: Library, data: bytes) -> _Plan:
                 if name is None or name in defined or name in lazy or name in PLATFORM_NAMES or name in publish:
                     raise _Decline
                 typ = info[si] & 15
-                publish[name] = si, ((WEAK if info[si] >> 4 in _WEAK_BINDS else 0)
-                                     | (FUNC if typ == elf.STT_FUNC or typ == elf.STT_NOTYPE and flags[x] & _EXEC else 0)
+                code = typ == elf.STT_FUNC or typ == elf.STT_NOTYPE and flags[x] & _EXEC
+                publish[name] = si, ((WEAK if info[si] >> 4 in _WEAK_BINDS else 0) | (FUNC if code else 0)
                                      | (HIDDEN if other[si] & 3 in (elf.STV_HIDDEN, elf.STV_INTERNAL) else 0))
 
     # relocations of the placed sections and the .eh_frame
@@ -265,11 +276,8 @@ def _plan(lib: Library, data: bytes) -> _Plan:
             if start < 0 or stop > sizes[x]:
                 raise _Decline
 
-    plan = _Plan()
-    plan.size, plan.align, plan.placed, plan.eh, plan.eh_size = size, align, placed, eh, eh_size
-    plan.relocs, plan.shndx, plan.value, plan.sym_size = relocs, shndx, value, sym[5::6]
-    plan.sizes, plan.types, plan.offsets, plan.publish, plan.got = sizes, types, offsets, publish, got
-    return plan
+    return _Plan(size, align, placed, eh, eh_size, relocs, shndx, value, sym[5::6], sizes, types, offsets,
+                 publish, got)
 
 
 def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit | None:
@@ -307,10 +315,8 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
                 if plan.types[i] == elf.SHT_NOBITS:
                     arena.zero(addr[i], sizes[i])
                     continue
-                section: bytes | bytearray = data[offsets[i]:offsets[i] + sizes[i]]
-                if i in relocs:
-                    section = _relocated(section, relocs[i], values, addr[i])
-                arena.write(addr[i], section)
+                section = data[offsets[i]:offsets[i] + sizes[i]]
+                arena.write(addr[i], _relocated(section, relocs[i], values, addr[i]) if i in relocs else section)
             if eh_block:
                 eh = plan.eh
                 frames = _relocated(data[offsets[eh]:offsets[eh] + plan.eh_size], relocs.get(eh, []),
