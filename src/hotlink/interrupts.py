@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from itertools import compress
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -61,13 +62,12 @@ class Deferred:
             return self
         self._depth += 1
         if self._depth == 1:
+            # the signals with a Python handler (usually SIGINT alone), found in C
+            handlers = list(map(_getsignal, _DEFERRED))
+            saved = self._saved = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
             note = self._note
-            saved = self._saved
-            for signum in _DEFERRED:
-                handler = _getsignal(signum)
-                if callable(handler):
-                    _setsignal(signum, note)
-                    saved.append((signum, handler))
+            for signum, _ in saved:
+                _setsignal(signum, note)
         return self
 
     def checkpoint(self) -> None:

@@ -284,6 +284,8 @@ class Library:
         IR text or bitcode, llvmlite modules, C text with ``language="c"``);
         ``options`` go to the front end (``language``, ``opt``, ``cpu``, ``flags``).
         """
+        if type(source) is bytes and not options and is_elf(source):    # the common tiny add: nothing to load
+            return self.link_sources([(source, name)])[0]
         data, origin = load_source(self.session, source, options)
         return self.link_sources([(data, _unit_name(name, origin))])[0]
 
