@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from itertools import compress
 from collections.abc import Callable
+from itertools import compress
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 

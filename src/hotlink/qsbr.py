@@ -215,15 +215,21 @@ class Reclaimer:
                         self.retired_bytes -= item[2]
 
     def _start_reaper(self) -> None:
-        if self._reaper is None or not self._reaper.is_alive():
+        # (the caller holds the lock; the reaper clears ``_reaper`` under it as it ends)
+        if self._reaper is None:
             self._reaper = threading.Thread(target=self._reap, name="hotlink-reaper", daemon=True)
             self._reaper.start()
 
     def _reap(self) -> None:
-        while not self.closed:
-            time.sleep(REAPER_PERIOD)
+        try:
+            while not self.closed:
+                time.sleep(REAPER_PERIOD)
+                with self._lock:
+                    if not self._retired:
+                        self._reaper = None
+                        return
+                self.poll()
+        finally:
             with self._lock:
-                if not self._retired:
+                if self._reaper is threading.current_thread():
                     self._reaper = None
-                    return
-            self.poll()
