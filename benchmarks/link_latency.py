@@ -7,7 +7,12 @@ The object is ``int f(int x){return x*3+1;}`` compiled with ``gcc -O2 -c``
 
   hotlink   Session() once; per iteration ``lib = s.library(name)`` (untimed),
             then timed ``lib.add(obj_bytes)`` + ``lib.address("f")``;
-            ``lib.remove()`` afterwards, untimed.
+            ``lib.remove()`` afterwards, untimed.  This object is one the
+            quick link (quick.py) takes.
+  hotlink_general
+            the same with the quick link switched off: the general link
+            transaction, which every object the quick link does not take
+            goes through.
   dlopen    ``dlopen(path, RTLD_NOW|RTLD_LOCAL)`` + ``dlsym(h, "f")`` of a .so
             on tmpfs (/dev/shm). dlopen caches by path, so each iteration
             opens its own copy (all copies are made before timing);
@@ -47,7 +52,7 @@ SOURCE = "int f(int x){return x*3+1;}\n"
 FTYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
 RTLD_NOW = 0x2
 RTLD_LOCAL = 0x0
-ALL_METHODS = ("hotlink", "dlopen", "lljit", "mcjit")
+ALL_METHODS = ("hotlink", "hotlink_general", "dlopen", "lljit", "mcjit")
 
 
 def check(addr: int, method: str) -> None:
@@ -89,6 +94,33 @@ def method_hotlink(obj: bytes, so: Path, n: int, shm: Path) -> tuple[Step, Calla
         check(addr, "hotlink")
         if hasattr(lib, "remove"):
             lib.remove()
+        return t1 - t0
+
+    return step, s.close
+
+
+def method_hotlink_general(obj: bytes, so: Path, n: int, shm: Path) -> tuple[Step, Callable[[], None]]:
+    """hotlink with its quick link switched off: the general link transaction,
+    the path of objects the quick link does not take (archives, several
+    objects, undefined symbols, initializers, TLS...)."""
+    import hotlink
+    from hotlink import quick
+
+    s = hotlink.Session()
+    clock = time.perf_counter_ns
+
+    def step(i: int) -> int:
+        lib = s.library(f"g{i}")
+        quick.enabled = False
+        try:
+            t0 = clock()
+            lib.add(obj)
+            addr = lib.address("f")
+            t1 = clock()
+        finally:
+            quick.enabled = True
+        check(addr, "hotlink_general")
+        lib.remove()
         return t1 - t0
 
     return step, s.close
@@ -174,6 +206,7 @@ def method_mcjit(obj: bytes, so: Path, n: int, shm: Path) -> tuple[Step, Callabl
 
 FACTORIES = {
     "hotlink": method_hotlink,
+    "hotlink_general": method_hotlink_general,
     "dlopen": method_dlopen,
     "lljit": method_lljit,
     "mcjit": method_mcjit,

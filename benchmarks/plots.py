@@ -21,8 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLOURS = {"hotlink": "#1f6fb4", "dlopen": "#7f7f7f", "lljit": "#e6780e", "mcjit": "#2a9d3a"}
-LABELS = {"hotlink": "hotlink", "dlopen": "dlopen", "lljit": "LLJIT", "mcjit": "MCJIT"}
+COLOURS = {"hotlink": "#1f6fb4", "hotlink_general": "#9cc3e6", "dlopen": "#7f7f7f", "lljit": "#e6780e",
+           "mcjit": "#2a9d3a"}
+LABELS = {"hotlink": "hotlink", "hotlink_general": "hotlink\n(general link)", "dlopen": "dlopen", "lljit": "LLJIT",
+          "mcjit": "MCJIT"}
 DPI = 110
 
 
@@ -74,7 +76,7 @@ def plot_link_latency(results: dict, out: Path) -> Path | None:
     ax = axes[0]
     if tiny:
         r = tiny["data"]["results"]
-        ms = [m for m in ("hotlink", "dlopen", "lljit", "mcjit") if m in r]
+        ms = [m for m in ("hotlink", "hotlink_general", "dlopen", "lljit", "mcjit") if m in r]
         med = [r[m]["median_us"] for m in ms]
         lo = [r[m]["median_us"] - r[m]["min_us"] for m in ms]
         hi = [r[m]["p90_us"] - r[m]["median_us"] for m in ms]
