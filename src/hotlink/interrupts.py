@@ -63,7 +63,7 @@ class Deferred:
         self._depth += 1
         if self._depth == 1:
             # the signals with a Python handler (usually SIGINT alone), found in C
-            handlers = list(map(_getsignal, _DEFERRED))
+            handlers: list[Any] = list(map(_getsignal, _DEFERRED))
             saved = self._saved = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
             note = self._note
             for signum, _ in saved:
