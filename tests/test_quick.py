@@ -50,8 +50,22 @@ SELF_CONTAINED = {
         int use_untyped(void);
     """,
 }
-NOT_SELF_CONTAINED = {
-    "libc": "#include <string.h>\nint n(const char *s){return (int)strlen(s);}\n",
+CALLS_OUT = {
+    "libc": r"""
+        #include <string.h>
+        #include <stdio.h>
+        extern int maybe(void) __attribute__((weak));
+        void *table[] = {(void *)maybe, (void *)strlen};   /* R64: a weak undefined is 0 */
+        int n(const char *s) { return (int)strlen(s); }
+        void *out(void) { return stdout; }           /* a GOT load of libc data, relaxed */
+    """,
+    "host": r"""
+        int helper(int);                              /* another library's */
+        extern int host_counter;                      /* a define */
+        int twice(int x) { return helper(x) * 2 + host_counter; }
+    """,
+}
+NOT_QUICK = {
     "init": "int v; __attribute__((constructor)) static void init(void){v = 3;} int get(void){return v;}\n",
     "tls": "__thread int t; int get(void){return t;}\n",
     "common": "int shared_common; int get(void){return shared_common;}\n",
@@ -61,7 +75,7 @@ FLAGS = (["-O2"], ["-O0", "-g"], ["-O3", "-fno-asynchronous-unwind-tables"], ["-
 
 @functools.cache
 def build(name: str, flags: tuple[str, ...]) -> bytes:
-    src = {**SELF_CONTAINED, **NOT_SELF_CONTAINED}[name]
+    src = {**SELF_CONTAINED, **CALLS_OUT, **NOT_QUICK}[name]
     d = Path(tempfile.mkdtemp(prefix="hotlink-quick-"))
     (d / "u.c").write_text(src)
     extra = ["-fcommon"] if name == "common" else []
@@ -138,7 +152,7 @@ def test_self_contained_objects_link_the_same_both_ways(name, flags, counted, mo
         assert len(counted) == 1
 
 
-@pytest.mark.parametrize("name", sorted(NOT_SELF_CONTAINED))
+@pytest.mark.parametrize("name", sorted(NOT_QUICK))
 def test_other_objects_go_the_general_way(name, counted, monkeypatch):
     data = build(name, ("-O2",))
     with hotlink.Session() as s:
@@ -146,6 +160,69 @@ def test_other_objects_go_the_general_way(name, counted, monkeypatch):
         result = both_ways(s, data, monkeypatch)
         assert result[0] == "linked"
         assert not counted
+
+
+def test_objects_calling_out_bind_as_the_general_way_does(counted, monkeypatch):
+    with hotlink.Session() as s:
+        s.define({"host_counter": HOST_DATA})          # within reach of the arena, as libc is
+        base = s.library("base")
+        used = base.add(HELPER_SOURCE, language="c")
+        data = build("host", ("-O2",))
+        del counted[:]
+        monkeypatch.setattr(quick, "enabled", False)
+        general = s.library("g", link_order=[base])
+        general.add(data, name="obj")
+        monkeypatch.setattr(quick, "enabled", True)
+        lib = s.library("q", link_order=[base])
+        unit = lib.add(data, name="obj")
+        assert len(counted) == 1
+        assert lib.function("twice", ctypes.c_int, [ctypes.c_int])(5) == 2 * 6 + ctypes.c_int.from_address(HOST_DATA).value
+        assert unit.deps == general.units[0].deps == {used} and unit in used.users
+        with pytest.raises(hotlink.DependencyError):
+            used.remove()
+        lib.remove()
+        general.remove()
+        used.remove()
+        # libc: a function, a GOT load of its data, a weak undefined
+        libc = s.library("libc")
+        libc.add(build("libc", ("-O2",)))
+        assert len(counted) == 2
+        assert libc.function("n", ctypes.c_int, [ctypes.c_char_p])(b"four") == 4
+        assert libc.function("out", ctypes.c_void_p)() == ctypes.c_void_p.in_dll(ctypes.CDLL(None), "stdout").value
+        assert libc.definitions["n"].unit.deps is None
+        table = (ctypes.c_void_p * 2).from_address(libc.address("table"))
+        assert table[0] is None and table[1] == ctypes.cast(_LIBC.strlen, ctypes.c_void_p).value
+
+
+HELPER_SOURCE = "int helper(int x) { return x + 1; }\n"
+_LIBC = ctypes.CDLL(None)
+HOST_DATA = ctypes.addressof(ctypes.c_void_p.in_dll(_LIBC, "stdout"))
+HOST_FUNCTION = ctypes.cast(_LIBC.abs, ctypes.c_void_p).value
+
+
+@pytest.mark.parametrize("flags", FLAGS[:2], ids=" ".join)
+@pytest.mark.parametrize("name", sorted(CALLS_OUT))
+def test_objects_calling_out_link_the_same_both_ways(name, flags, counted, monkeypatch):
+    data = build(name, tuple(flags))
+    with hotlink.Session() as s:
+        s.define({"host_counter": HOST_DATA, "helper": HOST_FUNCTION})
+        image(s, data, False, monkeypatch)
+        del counted[:]
+        assert both_ways(s, data, monkeypatch)[0] == "linked"
+        assert len(counted) == 1
+
+
+def test_an_undefined_name_or_an_archive_member_goes_the_general_way(counted, make_archive, compile_c):
+    data = build("host", ("-O2",))
+    with hotlink.Session() as s:
+        lib = s.library("u")
+        with pytest.raises(hotlink.UndefinedSymbolError, match="helper"):
+            lib.add(data)
+        archive = make_archive([compile_c(HELPER_SOURCE)])
+        lib.add(archive)
+        s.define({"host_counter": 8})
+        unit = lib.add(data)            # pulls helper from the archive: the general way
+        assert not counted and unit.deps
 
 
 def test_a_name_the_library_defines_goes_the_general_way(counted):

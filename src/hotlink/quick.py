@@ -1,11 +1,11 @@
-"""The quick link: one self-contained object, in one pass.
+"""The quick link: one small object, in one pass.
 
-Most objects a JIT makes are small and need none of what the general link
+Most objects a JIT makes are small and need little of what the general link
 transaction (linker.py) is built for: no archive to pull from, no other
-object in the same link, no symbol from elsewhere, no initializer, no
-thread-local.  For those, the staged transaction's bookkeeping is most of
-the cost (about 60 µs for a one-function object); ``link`` does the same
-work in one pass, in a fraction of that.
+object in the same link, no initializer, no thread-local.  For those, the
+staged transaction's bookkeeping is most of the cost (about 60 µs for a
+one-function object); ``link`` does the same work in one pass, in half of
+that.
 
 It never raises for the object.  At the first thing it does not take, or
 anything that looks wrong, it returns None having changed nothing, and the
@@ -15,25 +15,29 @@ records that check has not passed before send the object the general way
 (once: then they are known).  So every error comes from one place, and an
 object linked here is linked exactly as the general transaction links it
 (``tests/test_quick.py`` links objects both ways and compares every byte,
-symbol and frame, and feeds it mutated objects).
+symbol, dependency and frame, and feeds it mutated objects).
 
 What it takes: one relocatable object, added (not a replacement) to a
 library that is not patchable, with no debug observer; sections of code,
 data, read-only data, ``.bss`` and notes, and one ``.eh_frame``; global
-symbols all defined in those sections (not common, absolute, thread-local
-or IFUNC) and not yet defined in the library; relocations ``R64``,
-``PC32``, ``PLT32``, and GOT loads that relax to direct references.
+symbols defined in those sections (not common, absolute, thread-local or
+IFUNC) and not yet defined in the library, and undefined ones that bind, as
+the general transaction would bind them, to a definition of a library in
+the link order (not an archive member still to pull) or to an external
+address (defines, shared objects, the process); relocations ``R64``,
+``PC32``, ``PLT32`` within reach, and GOT loads that relax to direct
+references.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import add
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import ehframe, elf, platform, vector
+from . import ehframe, elf, platform, runtime, vector
 from .arena import CODE, DATA, PAGE, RODATA, pack_block
 from .errors import LinkError
-from .graph import EH_FRAME, FUNC, HIDDEN, PLACE, SKIP, WEAK, Definition, section_role
+from .graph import EH_FRAME, FUNC, HIDDEN, PLACE, SKIP, STUB, WEAK, Definition, section_role
 from .interrupts import GATE
 from .linker import PLATFORM_NAMES
 from .x86_64 import WRITE_ERRORS, Reloc, relax_got_loads, write_common
@@ -97,6 +101,8 @@ class _Plan(NamedTuple):
     offsets: Sequence[int]
     publish: dict[str, tuple[int, int]]     # name -> (symbol, definition flags)
     got: int                            # the symbol _GLOBAL_OFFSET_TABLE_, or 0
+    bound: list[tuple[int, int]]        # undefined symbols: (symbol, address)
+    uses: set[Any]                      # the units and entry stubs they are bound to
 
 
 # What the section table says, by its shape: the sections' names, types,
@@ -212,6 +218,7 @@ def _plan(lib: Library, data: bytes) -> _Plan:
         raise _Decline
     publish: dict[str, tuple[int, int]] = {}    # name -> (symbol, definition flags)
     got = 0                                     # the symbol _GLOBAL_OFFSET_TABLE_, if used
+    imports: list[tuple[int, str]] = []         # undefined symbols, bound below
     if first < count:
         if min(info[first:]) < 16 or max(shndx[first:]) >= shnum:
             raise _Decline
@@ -219,10 +226,14 @@ def _plan(lib: Library, data: bytes) -> _Plan:
         defined, lazy = lib.definitions, lib.lazy
         for si in range(first, count):
             x = shndx[si]
-            if not x:       # undefined: only the GOT's address, which PIC code may ask for
-                if got or elf.cstr(strtab, name_off[si]) != "_GLOBAL_OFFSET_TABLE_":
-                    raise _Decline
-                got = si
+            if not x:       # undefined: bound after the relocations are checked (below)
+                name = elf.cstr(strtab, name_off[si])
+                if name == "_GLOBAL_OFFSET_TABLE_" and not got:     # the GOT's address (PIC code)
+                    got = si
+                elif not name or name in PLATFORM_NAMES or name in runtime.NAMES:
+                    raise _Decline      # the unit's own __dso_handle, atexit thunks..., hotlink's runtime
+                else:
+                    imports.append((si, name))
                 continue
             if pool_of[x] < 0:
                 raise _Decline
@@ -252,6 +263,22 @@ def _plan(lib: Library, data: bytes) -> _Plan:
             raise _Decline
         relocs[target] = list(zip(f3[0::3], kinds, syms, f3[2::3]))
 
+    # bound only now, when no relocation can make one a thread-local (which a
+    # dlsym would pin to dynamic TLS): as LinkTransaction.find binds them
+    bound: list[tuple[int, int]] = []           # (symbol, address)
+    uses: set[Any] = set()                      # the units and entry stubs they belong to
+    for si, name in imports:
+        if name in publish:
+            raise _Decline
+        d = _find(lib, name)
+        if d is None:
+            if info[si] >> 4 != elf.STB_WEAK:
+                raise _Decline                  # undefined: the general transaction says so
+            bound.append((si, 0))
+            continue
+        bound.append((si, d.address))
+        if d.unit is not None:
+            uses.add(d.unit.library.entry_stubs[name] if d.flags & STUB else d.unit)
     value = sym[4::6]
     # .eh_frame: the full check's caches, then where each FDE points (as ehframe._check_targets)
     eh_size = 0
@@ -277,7 +304,20 @@ def _plan(lib: Library, data: bytes) -> _Plan:
                 raise _Decline
 
     return _Plan(size, align, placed, eh, eh_size, relocs, shndx, value, sym[5::6], sizes, types, offsets,
-                 publish, got)
+                 publish, got, bound, uses)
+
+
+def _find(lib: Library, name: str) -> Definition | None:
+    """The definition ``name`` binds to from ``lib`` (LinkTransaction.find
+    with nothing pending); _Decline where an archive member would be pulled."""
+    for other in (lib, *lib.link_order) if lib.link_order else (lib,):
+        d = other.definitions.get(name)
+        if d is not None and (other is lib or not d.flags & HIDDEN):
+            return d
+        if name in other.lazy:
+            raise _Decline
+    addr = lib.session.resolve_external(name)
+    return None if addr is None else Definition(addr, None, 0, 0)
 
 
 def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit | None:
@@ -308,6 +348,8 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
             values = [v if x == _ABS else addr[x] + v for x, v in zip(plan.shndx, plan.value)]
             if plan.got:        # as the general transaction: the first block the object has
                 values[plan.got] = base[CODE] or base[RODATA] or base[DATA] or eh_block
+            for si, address in plan.bound:
+                values[si] = address
             relocs = plan.relocs
             for i, _p, _o in plan.placed:
                 if not sizes[i]:
@@ -338,6 +380,12 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
         for name, (si, fl) in plan.publish.items():
             lib.publish(name, Definition(values[si], unit, fl, sym_size[si]))
         unit.names = tuple(plan.publish)
+        if plan.uses:
+            unit.deps = set(plan.uses)
+            for used in plan.uses:
+                if used.users is None:
+                    used.users = set()
+                used.users.add(unit)
     return unit
 
 
