@@ -297,7 +297,7 @@ def disable(reclaimer: Reclaimer, guards: Sequence[Any]) -> None:
     """These guards (a unit being removed, its entry stubs) are going: their
     gate callables stop calling into their code, before it is retired."""
     watched = reclaimer.watched
-    if not watched:
+    if not watched or watched.keys().isdisjoint(guards):
         return
     with _watched_lock:
         found = [watched.pop(g, None) for g in guards]

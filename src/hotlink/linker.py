@@ -899,16 +899,8 @@ class LinkTransaction:
             for pool, addr, size in patch.blocks(entry):
                 arena.pools[pool].free(addr, size)
 
-    def commit(self) -> None:
-        """Make the transaction visible.  Nothing here can fail."""
-        self.session.code_changed()
-        for lib in self.touched:
-            lib.changes += 1
-        for unit in self.units:
-            unit.library.record_unit(unit)
-        for lo in self.items:
-            eh = lo.eh_block
-            lo.unit.blocks.extend(pack_block(p, a, n, a == eh) for p, a, n in lo.blocks)
+    def _commit_extras(self) -> None:
+        """What most links do not have: platform objects, IFUNC stubs, TLS, GOT and stub entries."""
         for unit, _name, pool, addr, size in self.synthetic:
             unit.blocks.append(pack_block(pool, addr, size))
         for (lo, _), stub in self.iplt.items():
@@ -923,20 +915,34 @@ class LinkTransaction:
                 extras = unit.extras()
                 extras.got += acq.got_targets
                 extras.stubs += acq.stub_targets
-        for user, used in self.deps | self.stub_uses:   # used: a unit, or an entry stub
-            if user.deps is None:
+
+    def commit(self) -> None:
+        """Make the transaction visible.  Nothing here can fail."""
+        self.session.code_changed()
+        for lib in self.touched:
+            lib.changes += 1
+        for unit in self.units:
+            unit.library.record_unit(unit)
+        for lo in self.items:
+            eh = lo.eh_block
+            lo.unit.blocks += [pack_block(p, a, n, a == eh) for p, a, n in lo.blocks]
+        if self.synthetic or self.iplt or self.tls_blocks or self.tls_modules or self.acquired:
+            self._commit_extras()
+        for user, used in self.deps | self.stub_uses if self.deps or self.stub_uses else ():
+            if user.deps is None:       # used: a unit, or an entry stub
                 user.deps = set()
             user.deps.add(used)
             if used.users is None:
                 used.users = set()
             used.users.add(user)
-        for lib, claimed in self.comdats.items():
-            for sig, unit in claimed.items():
-                lib.claim_comdat(sig, unit)
-        for unit, offset in self.pulled:
-            unit.library.consume_member(unit, offset)
-        for unit in self.archives:
-            unit.library.offer(unit)
+        if self.comdats or self.pulled or self.archives:
+            for lib, claimed in self.comdats.items():
+                for sig, unit in claimed.items():
+                    lib.claim_comdat(sig, unit)
+            for unit, offset in self.pulled:
+                unit.library.consume_member(unit, offset)
+            for unit in self.archives:
+                unit.library.offer(unit)
         address = self._final_address
         entries = self.entries
         published: dict[Unit, list[str]] = {}
