@@ -74,7 +74,7 @@ SHDR_RECORD = SHDR.format[1:]       # one section header's fields, repeated to r
 SYM_RECORD = SYM.format[1:]
 RELA_RECORD = RELA.format[1:]
 # compiled readers of whole tables, by (record, count): one struct call per table
-_TableReader = Callable[[bytes, int], tuple[int, ...]]
+_TableReader = Callable[[Any, int], tuple[int, ...]]   # (any buffer, offset)
 _readers: dict[tuple[str, int], _TableReader] = {}
 
 

@@ -31,44 +31,8 @@ from typing import Any
 
 from . import libc
 
-_IR = r"""
-define i64 @hotlink_eh_records(ptr %d, i64 %n, ptr %out, i64 %cap, ptr %stop) #0 {
-entry:
-  br label %loop
-loop:
-  %pos = phi i64 [0, %entry], [%next, %store]
-  %k = phi i64 [0, %entry], [%k1, %store]
-  %p4 = add i64 %pos, 4
-  %room = icmp sle i64 %p4, %n
-  br i1 %room, label %read, label %done
-read:
-  %a = getelementptr i8, ptr %d, i64 %pos
-  %len32 = load i32, ptr %a, align 1
-  %zero = icmp eq i32 %len32, 0
-  br i1 %zero, label %done, label %check
-check:
-  %len = zext i32 %len32 to i64
-  %next = add i64 %p4, %len
-  %short = icmp ult i32 %len32, 4
-  %past = icmp sgt i64 %next, %n
-  %wide = icmp eq i32 %len32, -1
-  %full = icmp sge i64 %k, %cap
-  %b1 = or i1 %short, %past
-  %b2 = or i1 %b1, %wide
-  %bad = or i1 %b2, %full
-  br i1 %bad, label %fail, label %store
-store:
-  %o = getelementptr i64, ptr %out, i64 %k
-  store i64 %pos, ptr %o
-  %k1 = add i64 %k, 1
-  br label %loop
-done:
-  store i64 %pos, ptr %stop
-  ret i64 %k
-fail:
-  ret i64 -1
-}
-
+# The CFA program check, shared with the quick link's native core (quickcore.py).
+CFA_IR = r"""
 ; a ULEB128/SLEB128 number of at most 10 bytes at %p, inside %e: where it ends, or -1
 define internal i64 @leb(ptr %d, i64 %p, i64 %e) #1 {
 entry:
@@ -242,6 +206,47 @@ fail:
   ret i1 false
 }
 
+"""
+
+_IR = r"""
+define i64 @hotlink_eh_records(ptr %d, i64 %n, ptr %out, i64 %cap, ptr %stop) #0 {
+entry:
+  br label %loop
+loop:
+  %pos = phi i64 [0, %entry], [%next, %store]
+  %k = phi i64 [0, %entry], [%k1, %store]
+  %p4 = add i64 %pos, 4
+  %room = icmp sle i64 %p4, %n
+  br i1 %room, label %read, label %done
+read:
+  %a = getelementptr i8, ptr %d, i64 %pos
+  %len32 = load i32, ptr %a, align 1
+  %zero = icmp eq i32 %len32, 0
+  br i1 %zero, label %done, label %check
+check:
+  %len = zext i32 %len32 to i64
+  %next = add i64 %p4, %len
+  %short = icmp ult i32 %len32, 4
+  %past = icmp sgt i64 %next, %n
+  %wide = icmp eq i32 %len32, -1
+  %full = icmp sge i64 %k, %cap
+  %b1 = or i1 %short, %past
+  %b2 = or i1 %b1, %wide
+  %bad = or i1 %b2, %full
+  br i1 %bad, label %fail, label %store
+store:
+  %o = getelementptr i64, ptr %out, i64 %k
+  store i64 %pos, ptr %o
+  %k1 = add i64 %k, 1
+  br label %loop
+done:
+  store i64 %pos, ptr %stop
+  ret i64 %k
+fail:
+  ret i64 -1
+}
+
+""" + CFA_IR + r"""
 define void @hotlink_cfa_check(ptr %d, ptr %starts, ptr %ends, i64 %count, ptr %ok) #0 {
 entry:
   br label %head

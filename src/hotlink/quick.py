@@ -30,11 +30,14 @@ references.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import struct
+import threading
+from collections.abc import Mapping, Sequence
 from operator import add
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import ehframe, elf, platform, runtime, vector
+from . import ehframe, elf, platform, quickcore, runtime, vector
 from .arena import CODE, DATA, PAGE, RODATA, pack_block
 from .errors import LinkError
 from .graph import EH_FRAME, FUNC, HIDDEN, PLACE, SKIP, STUB, WEAK, Definition, section_role
@@ -43,10 +46,12 @@ from .linker import PLATFORM_NAMES
 from .x86_64 import WRITE_ERRORS, Reloc, relax_got_loads, write_common
 
 if TYPE_CHECKING:
+    from .arena import Pool
     from .elf import Rela
     from .library import Library, Unit
 
 enabled = True      # tests switch it off to link the same objects the general way
+native = True       # and this to link them with the quick link in Python (quickcore.py: the native core)
 
 _IDENT = elf.ELFMAG + bytes((elf.ELFCLASS64, elf.ELFDATA2LSB))
 _SHDR_SIZE = elf.SHDR.size
@@ -78,11 +83,86 @@ def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
     session = lib.session
     if not enabled or lib.patchable or session.observers:
         return None
+    core = quickcore.core() if native else None
+    if core is not None:
+        try:
+            unit = _link_natively(core, lib, data, uname)
+        except _Decline:
+            unit = None
+        if unit is not None:
+            return unit
     try:
         plan = _plan(lib, data)
     except _Decline:
         return None
     return _commit(lib, data, uname, plan)
+
+
+class _Scratch(threading.local):
+    """The native core's buffers, one set per thread (a link holds its session's lock)."""
+
+    def __init__(self) -> None:
+        self.out = (ctypes.c_int64 * quickcore.WORDS)()
+        self.bases = (ctypes.c_int64 * 4)()
+        self.imports = (ctypes.c_int64 * quickcore.MAX_IMPORTS)()
+        self.values = (ctypes.c_int64 * quickcore.MAX_SYMBOLS)()
+
+
+_scratch = _Scratch()
+_HEAD = struct.Struct("<10q")       # quickcore's out[0:10]: sizes, alignments, .eh_frame, its size, counts
+
+
+def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str | None) -> Unit | None:
+    """``link`` through the native core: it reads, checks and writes; what
+    depends on the library (names taken, binding) is decided here.  None if
+    the core is not sure (the Python quick link then starts over)."""
+    scratch = _scratch
+    out = scratch.out
+    if not core.scan(data, len(data), out):
+        return None
+    s0, s1, s2, a0, a1, a2, _eh, eh_size, npub, nimp = _HEAD.unpack_from(out)
+    defined, lazy = lib.definitions, lib.lazy
+    publish: dict[str, int] = {}                # name -> its entry in out's list
+    if npub:
+        pub = elf.table_reader("qqqqqq", npub)(out, quickcore.PUB * 8)
+        for k in range(0, 6 * npub, 6):
+            name = data[pub[k + 1]:pub[k + 1] + pub[k + 2]].decode("utf-8", "surrogateescape")
+            if name in defined or name in lazy or name in PLATFORM_NAMES or name in publish:
+                raise _Decline
+            publish[name] = k
+    addresses: list[int | None] = []
+    uses: set[Any] = set()
+    if nimp:
+        imp = elf.table_reader("qqqq", nimp)(out, quickcore.IMP * 8)
+        addresses, uses = _bind(lib, [(imp[k], data[imp[k + 1]:imp[k + 1] + imp[k + 2]].decode(
+            "utf-8", "surrogateescape"), bool(imp[k + 3])) for k in range(0, 4 * nimp, 4)], publish)
+    session = lib.session
+    arena = session.arena
+    pools = arena.zone(False)
+    blocks: list[tuple[int, int, int]] = []
+    with GATE:
+        try:
+            base, eh_block = _allocate(pools, (s0, s1, s2), (a0, a1, a2), eh_size, blocks)
+        except LinkError:
+            base = []
+        # the core writes through the first region's write view, at a fixed distance from the run view
+        start, end = arena.base, arena.base + arena.size
+        if not base or not all(start <= a and a + n <= end for _, a, n in blocks):
+            for p, a, n in blocks:
+                pools[p].free(a, n)
+            return None
+        bases, imports = scratch.bases, scratch.imports
+        bases[0], bases[1], bases[2], bases[3] = base[0], base[1], base[2], eh_block
+        got = base[CODE] or base[RODATA] or base[DATA] or eh_block
+        for k, address in enumerate(addresses):
+            imports[k] = got if address is None else address
+        if not core.apply(data, len(data), out, bases, arena.write_base - arena.base, imports, scratch.values):
+            for p, a, n in blocks:
+                pools[p].free(a, n)
+            return None
+        pub = elf.table_reader("qqqqqq", npub)(out, quickcore.PUB * 8) if npub else ()
+        return _record(lib, uname, blocks, eh_block,
+                       [(name, pub[k + 5], pub[k + 3], pub[k + 4]) for name, k in publish.items()], uses)
 
 
 class _Plan(NamedTuple):
@@ -217,8 +297,7 @@ def _plan(lib: Library, data: bytes) -> _Plan:
             or max(shndx[:first]) >= shnum and not _ABS_ONLY.issuperset(set(shndx[:first]).difference(range(shnum)))):
         raise _Decline
     publish: dict[str, tuple[int, int]] = {}    # name -> (symbol, definition flags)
-    got = 0                                     # the symbol _GLOBAL_OFFSET_TABLE_, if used
-    imports: list[tuple[int, str]] = []         # undefined symbols, bound below
+    imports: list[tuple[int, str, bool]] = []   # undefined symbols (symbol, name, weak), bound below
     if first < count:
         if min(info[first:]) < 16 or max(shndx[first:]) >= shnum:
             raise _Decline
@@ -228,18 +307,19 @@ def _plan(lib: Library, data: bytes) -> _Plan:
             x = shndx[si]
             if not x:       # undefined: bound after the relocations are checked (below)
                 name = elf.cstr(strtab, name_off[si])
-                if name == "_GLOBAL_OFFSET_TABLE_" and not got:     # the GOT's address (PIC code)
-                    got = si
-                elif not name or name in PLATFORM_NAMES or name in runtime.NAMES:
-                    raise _Decline      # the unit's own __dso_handle, atexit thunks..., hotlink's runtime
-                else:
-                    imports.append((si, name))
+                if not name:
+                    raise _Decline
+                imports.append((si, name, info[si] >> 4 == elf.STB_WEAK))
                 continue
             if pool_of[x] < 0:
                 raise _Decline
             if name_off[si]:
                 name = elf.cstr(strtab, name_off[si])
-                if name is None or name in defined or name in lazy or name in PLATFORM_NAMES or name in publish:
+                if name is None:
+                    raise _Decline
+                if not name:            # (an empty name is not published)
+                    continue
+                if name in defined or name in lazy or name in PLATFORM_NAMES or name in publish:
                     raise _Decline
                 typ = info[si] & 15
                 code = typ == elf.STT_FUNC or typ == elf.STT_NOTYPE and flags[x] & _EXEC
@@ -264,21 +344,15 @@ def _plan(lib: Library, data: bytes) -> _Plan:
         relocs[target] = list(zip(f3[0::3], kinds, syms, f3[2::3]))
 
     # bound only now, when no relocation can make one a thread-local (which a
-    # dlsym would pin to dynamic TLS): as LinkTransaction.find binds them
+    # dlsym would pin to dynamic TLS)
+    addresses, uses = _bind(lib, imports, publish) if imports else ((), set())
+    got = 0
     bound: list[tuple[int, int]] = []           # (symbol, address)
-    uses: set[Any] = set()                      # the units and entry stubs they belong to
-    for si, name in imports:
-        if name in publish:
-            raise _Decline
-        d = _find(lib, name)
-        if d is None:
-            if info[si] >> 4 != elf.STB_WEAK:
-                raise _Decline                  # undefined: the general transaction says so
-            bound.append((si, 0))
-            continue
-        bound.append((si, d.address))
-        if d.unit is not None:
-            uses.add(d.unit.library.entry_stubs[name] if d.flags & STUB else d.unit)
+    for (si, _, _), address in zip(imports, addresses):
+        if address is None:
+            got = si
+        else:
+            bound.append((si, address))
     value = sym[4::6]
     # .eh_frame: the full check's caches, then where each FDE points (as ehframe._check_targets)
     eh_size = 0
@@ -320,6 +394,60 @@ def _find(lib: Library, name: str) -> Definition | None:
     return None if addr is None else Definition(addr, None, 0, 0)
 
 
+def _bind(lib: Library, imports: list[tuple[int, str, bool]],
+          publish: Mapping[str, object]) -> tuple[list[int | None], set[Any]]:
+    """The address each undefined symbol (symbol, name, weak) binds to, as
+    LinkTransaction.find binds it (None: ``_GLOBAL_OFFSET_TABLE_``, whose
+    address is the object's first block), and the units and entry stubs
+    that makes this one depend on; _Decline for what only the general
+    transaction links."""
+    addresses: list[int | None] = []
+    uses: set[Any] = set()
+    got = False
+    for _, name, weak in imports:
+        if name == "_GLOBAL_OFFSET_TABLE_" and not got:     # the GOT's address (PIC code)
+            got = True
+            addresses.append(None)
+            continue
+        if name in PLATFORM_NAMES or name in runtime.NAMES or name in publish:
+            raise _Decline      # the unit's own __dso_handle, atexit thunks..., hotlink's runtime
+        d = _find(lib, name)
+        if d is None:
+            if not weak:
+                raise _Decline                  # undefined: the general transaction says so
+            addresses.append(0)
+            continue
+        addresses.append(d.address)
+        if d.unit is not None:
+            uses.add(d.unit.library.entry_stubs[name] if d.flags & STUB else d.unit)
+    return addresses, uses
+
+
+def _record(lib: Library, uname: str | None, blocks: list[tuple[int, int, int]], eh_block: int,
+            definitions: list[tuple[str, int, int, int]], uses: set[Any]) -> Unit:
+    """Register the unwind info and commit, as LinkTransaction.commit does
+    for one object: the unit, its blocks, its (name, address, flags, size)
+    definitions and dependencies.  Runs with signal handlers deferred."""
+    session = lib.session
+    if eh_block:
+        platform.register_frames(eh_block)
+    unit = session.new_unit(lib, uname)
+    unit.blocks = [pack_block(p, a, s, a == eh_block) for p, a, s in blocks]
+    lib.changes += 1
+    session.code_changed()
+    lib.record_unit(unit)
+    for name, address, flags, size in definitions:
+        lib.publish(name, Definition(address, unit, flags, size))
+    unit.names = tuple(d[0] for d in definitions)
+    if uses:
+        unit.deps = set(uses)
+        for used in uses:
+            if used.users is None:
+                used.users = set()
+            used.users.add(unit)
+    return unit
+
+
 def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit | None:
     """Allocate, write and publish what ``plan`` holds, with Python signal
     handlers deferred; None (and nothing changed) if a relocation does not
@@ -331,15 +459,7 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
     size, sizes, offsets = plan.size, plan.sizes, plan.offsets
     with GATE:
         try:
-            base = [0, 0, 0]
-            for p in (CODE, RODATA, DATA):
-                if size[p]:
-                    base[p] = pools[p].alloc(size[p], plan.align[p])
-                    blocks.append((p, base[p], size[p]))
-            eh_block = 0
-            if plan.eh_size:
-                eh_block = pools[RODATA].alloc(plan.eh_size + 4, 8)
-                blocks.append((RODATA, eh_block, plan.eh_size + 4))
+            base, eh_block = _allocate(pools, size, plan.align, plan.eh_size, blocks)
             addr = [0] * len(sizes)
             for i, p, o in plan.placed:
                 addr[i] = base[p] + o
@@ -368,25 +488,27 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
             for p, a, s in blocks:
                 pools[p].free(a, s)
             return None
-        if eh_block:
-            platform.register_frames(eh_block)
-        # commit, as LinkTransaction.commit does for one object
-        unit = session.new_unit(lib, uname)
-        unit.blocks = [pack_block(p, a, s, a == eh_block) for p, a, s in blocks]
-        lib.changes += 1
-        session.code_changed()
-        lib.record_unit(unit)
         sym_size = plan.sym_size
-        for name, (si, fl) in plan.publish.items():
-            lib.publish(name, Definition(values[si], unit, fl, sym_size[si]))
-        unit.names = tuple(plan.publish)
-        if plan.uses:
-            unit.deps = set(plan.uses)
-            for used in plan.uses:
-                if used.users is None:
-                    used.users = set()
-                used.users.add(unit)
+        unit = _record(lib, uname, blocks, eh_block,
+                       [(name, values[si], fl, sym_size[si]) for name, (si, fl) in plan.publish.items()], plan.uses)
     return unit
+
+
+def _allocate(pools: Sequence[Pool], size: Sequence[int], align: Sequence[int], eh_size: int,
+              blocks: list[tuple[int, int, int]]) -> tuple[list[int], int]:
+    """A block per pool that has bytes, and one for the .eh_frame with its
+    terminator, added to ``blocks`` as (pool, address, size): the pools'
+    base addresses and the .eh_frame's (0 for none)."""
+    base = [0, 0, 0]
+    for p in (CODE, RODATA, DATA):
+        if size[p]:
+            base[p] = pools[p].alloc(size[p], align[p])
+            blocks.append((p, base[p], size[p]))
+    eh_block = 0
+    if eh_size:
+        eh_block = pools[RODATA].alloc(eh_size + 4, 8)
+        blocks.append((RODATA, eh_block, eh_size + 4))
+    return base, eh_block
 
 
 def _relocated(section: bytes, rows: list[Rela], values: list[int], base: int) -> bytearray:

@@ -68,6 +68,7 @@ class FarStubTable(RefcountedTable):
 
 
 LOW_TAG = 1 << 64   # added to a target (an address, < 2**64): its entry is in the low tables
+_MASK64 = LOW_TAG - 1
 
 
 class SharedTables:
@@ -125,8 +126,10 @@ class Acquired:
                     (self.stub_address, stub_targets, stubs, self.stub_targets)):
                 for target in targets:
                     if target not in address:
-                        address[target] = table.acquire(target)
-                        taken.append(target + tag)
+                        # an entry holds a 64-bit address (a malformed symbol value may pass 2**64)
+                        key = target & _MASK64
+                        address[target] = table.acquire(key)
+                        taken.append(key + tag)
 
     def release(self) -> None:
         release_all(self.tables, self.got_targets, self.stub_targets)
