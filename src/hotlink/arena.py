@@ -483,6 +483,30 @@ class Arena:
             self.low_pools = (Pool(self, CODE, True), Pool(self, RODATA, True), Pool(self, DATA, True))
         return self.low_pools
 
+    def alloc_blocks(self, sizes: Sequence[int], aligns: Sequence[int], extra: int, extra_pool: int,
+                     extra_align: int) -> tuple[list[int], int, list[tuple[int, int, int]]]:
+        """A block of ``sizes[p]`` bytes (if any) from each pool p near libc,
+        and one of ``extra`` bytes (if any) from ``extra_pool``, under one
+        hold of the lock, all or nothing: each pool's block address (0 for
+        none), the extra one's, and every block as (pool, address, size)."""
+        pools = self.pools
+        bases = [0, 0, 0]
+        blocks: list[tuple[int, int, int]] = []
+        with self.lock:
+            try:
+                for p in (CODE, RODATA, DATA):
+                    if sizes[p]:
+                        bases[p] = pools[p]._alloc(sizes[p], aligns[p])
+                        blocks.append((p, bases[p], sizes[p]))
+                address = pools[extra_pool]._alloc(extra, extra_align) if extra else 0
+            except BaseException:
+                for p, a, n in blocks:
+                    pools[p].free(a, n)
+                raise
+        if extra:
+            blocks.append((extra_pool, address, extra))
+        return bases, address, blocks
+
     def named_pools(self) -> list[tuple[str, Pool]]:
         """Every pool with its name for statistics (``low code`` ... once low pools exist)."""
         return [*zip(POOL_NAMES, self.pools), *(("low " + n, p) for n, p in zip(POOL_NAMES, self.low_pools))]

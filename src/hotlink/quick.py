@@ -46,7 +46,7 @@ from .linker import PLATFORM_NAMES
 from .x86_64 import WRITE_ERRORS, Reloc, relax_got_loads, write_common
 
 if TYPE_CHECKING:
-    from .arena import Pool
+    from .arena import Arena
     from .elf import Rela
     from .library import Library, Unit
 
@@ -99,17 +99,15 @@ def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
 
 
 class _Scratch(threading.local):
-    """The native core's buffers, one set per thread (a link holds its session's lock)."""
+    """The native core's buffer, one per thread (a link holds its session's lock)."""
 
     def __init__(self) -> None:
         self.out = (ctypes.c_int64 * quickcore.WORDS)()
-        self.bases = (ctypes.c_int64 * 4)()
-        self.imports = (ctypes.c_int64 * quickcore.MAX_IMPORTS)()
-        self.values = (ctypes.c_int64 * quickcore.MAX_SYMBOLS)()
 
 
 _scratch = _Scratch()
 _HEAD = struct.Struct("<10q")       # quickcore's out[0:10]: sizes, alignments, .eh_frame, its size, counts
+_SET_BASES = struct.Struct("<5q").pack_into    # quickcore's out[BASES:BASES + 5]: the blocks, the views' distance
 
 
 def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str | None) -> Unit | None:
@@ -136,33 +134,37 @@ def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str |
         imp = elf.table_reader("qqqq", nimp)(out, quickcore.IMP * 8)
         addresses, uses = _bind(lib, [(imp[k], data[imp[k + 1]:imp[k + 1] + imp[k + 2]].decode(
             "utf-8", "surrogateescape"), bool(imp[k + 3])) for k in range(0, 4 * nimp, 4)], publish)
-    session = lib.session
-    arena = session.arena
-    pools = arena.zone(False)
-    blocks: list[tuple[int, int, int]] = []
+    arena = lib.session.arena
     with GATE:
         try:
-            base, eh_block = _allocate(pools, (s0, s1, s2), (a0, a1, a2), eh_size, blocks)
+            base, eh_block, blocks = arena.alloc_blocks((s0, s1, s2), (a0, a1, a2), eh_size + 4 if eh_size else 0,
+                                                        RODATA, 8)
         except LinkError:
-            base = []
-        # the core writes through the first region's write view, at a fixed distance from the run view
-        start, end = arena.base, arena.base + arena.size
-        if not base or not all(start <= a and a + n <= end for _, a, n in blocks):
-            for p, a, n in blocks:
-                pools[p].free(a, n)
             return None
-        bases, imports = scratch.bases, scratch.imports
-        bases[0], bases[1], bases[2], bases[3] = base[0], base[1], base[2], eh_block
-        got = base[CODE] or base[RODATA] or base[DATA] or eh_block
-        for k, address in enumerate(addresses):
-            imports[k] = got if address is None else address
-        if not core.apply(data, len(data), out, bases, arena.write_base - arena.base, imports, scratch.values):
-            for p, a, n in blocks:
-                pools[p].free(a, n)
+        # the core writes through the first region's write view, at a fixed distance from its run view
+        if len(arena.regions) != 1 and not all(arena.base <= a and a + n <= arena.base + arena.size
+                                               for _, a, n in blocks):
+            _free(arena, blocks)
+            return None
+        _SET_BASES(out, quickcore.BASES * 8, base[CODE], base[RODATA], base[DATA], eh_block,
+                   arena.write_base - arena.base)
+        if addresses:
+            got = base[CODE] or base[RODATA] or base[DATA] or eh_block
+            imports = quickcore.IMPORTS
+            for k, address in enumerate(addresses):
+                out[imports + k] = got if address is None else address
+        if not core.apply(data, len(data), out):
+            _free(arena, blocks)
             return None
         pub = elf.table_reader("qqqqqq", npub)(out, quickcore.PUB * 8) if npub else ()
-        return _record(lib, uname, blocks, eh_block,
-                       [(name, pub[k + 5], pub[k + 3], pub[k + 4]) for name, k in publish.items()], uses)
+        return _record(lib, uname, blocks, eh_block, tuple(publish),
+                       [(pub[k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses)
+
+
+def _free(arena: Arena, blocks: list[tuple[int, int, int]]) -> None:
+    pools = arena.pools
+    for p, a, n in blocks:
+        pools[p].free(a, n)
 
 
 class _Plan(NamedTuple):
@@ -424,10 +426,11 @@ def _bind(lib: Library, imports: list[tuple[int, str, bool]],
 
 
 def _record(lib: Library, uname: str | None, blocks: list[tuple[int, int, int]], eh_block: int,
-            definitions: list[tuple[str, int, int, int]], uses: set[Any]) -> Unit:
+            names: tuple[str, ...], definitions: list[tuple[int, int, int]], uses: set[Any]) -> Unit:
     """Register the unwind info and commit, as LinkTransaction.commit does
-    for one object: the unit, its blocks, its (name, address, flags, size)
-    definitions and dependencies.  Runs with signal handlers deferred."""
+    for one object: the unit, its blocks, its definitions ((address, flags,
+    size) for each of ``names``) and dependencies.  Runs with signal
+    handlers deferred."""
     session = lib.session
     if eh_block:
         platform.register_frames(eh_block)
@@ -436,9 +439,10 @@ def _record(lib: Library, uname: str | None, blocks: list[tuple[int, int, int]],
     lib.changes += 1
     session.code_changed()
     lib.record_unit(unit)
-    for name, address, flags, size in definitions:
-        lib.publish(name, Definition(address, unit, flags, size))
-    unit.names = tuple(d[0] for d in definitions)
+    publish = lib.publish
+    for name, (address, flags, size) in zip(names, definitions):
+        publish(name, Definition(address, unit, flags, size))
+    unit.names = names
     if uses:
         unit.deps = set(uses)
         for used in uses:
@@ -452,14 +456,15 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
     """Allocate, write and publish what ``plan`` holds, with Python signal
     handlers deferred; None (and nothing changed) if a relocation does not
     fit or the arena is full, which the general transaction reports."""
-    session = lib.session
-    arena = session.arena
-    pools = arena.zone(False)
-    blocks: list[tuple[int, int, int]] = []
-    size, sizes, offsets = plan.size, plan.sizes, plan.offsets
+    arena = lib.session.arena
+    sizes, offsets = plan.sizes, plan.offsets
     with GATE:
         try:
-            base, eh_block = _allocate(pools, size, plan.align, plan.eh_size, blocks)
+            base, eh_block, blocks = arena.alloc_blocks(plan.size, plan.align,
+                                                        plan.eh_size + 4 if plan.eh_size else 0, RODATA, 8)
+        except LinkError:
+            return None
+        try:
             addr = [0] * len(sizes)
             for i, p, o in plan.placed:
                 addr[i] = base[p] + o
@@ -484,31 +489,13 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
                 frames = _relocated(data[offsets[eh]:offsets[eh] + plan.eh_size], relocs.get(eh, []),
                                     values, eh_block)
                 arena.write(eh_block, frames + b"\0\0\0\0")   # and the unwinder's terminator
-        except (_Decline, LinkError):
-            for p, a, s in blocks:
-                pools[p].free(a, s)
+        except _Decline:
+            _free(arena, blocks)
             return None
         sym_size = plan.sym_size
-        unit = _record(lib, uname, blocks, eh_block,
-                       [(name, values[si], fl, sym_size[si]) for name, (si, fl) in plan.publish.items()], plan.uses)
+        unit = _record(lib, uname, blocks, eh_block, tuple(plan.publish),
+                       [(values[si], fl, sym_size[si]) for si, fl in plan.publish.values()], plan.uses)
     return unit
-
-
-def _allocate(pools: Sequence[Pool], size: Sequence[int], align: Sequence[int], eh_size: int,
-              blocks: list[tuple[int, int, int]]) -> tuple[list[int], int]:
-    """A block per pool that has bytes, and one for the .eh_frame with its
-    terminator, added to ``blocks`` as (pool, address, size): the pools'
-    base addresses and the .eh_frame's (0 for none)."""
-    base = [0, 0, 0]
-    for p in (CODE, RODATA, DATA):
-        if size[p]:
-            base[p] = pools[p].alloc(size[p], align[p])
-            blocks.append((p, base[p], size[p]))
-    eh_block = 0
-    if eh_size:
-        eh_block = pools[RODATA].alloc(eh_size + 4, 8)
-        blocks.append((RODATA, eh_block, eh_size + 4))
-    return base, eh_block
 
 
 def _relocated(section: bytes, rows: list[Rela], values: list[int], base: int) -> bytearray:

@@ -12,12 +12,13 @@ relocations copied into a page of its own (``native.relocation_free_code``).
         and lays out its sections; ``out`` (``WORDS`` words) receives the
         pools' sizes and alignments, the ``.eh_frame``, the definitions to
         publish and the undefined symbols to bind (see the layout below).
-    hotlink_quick_apply(data, n, out, bases, delta, imports, values) -> 1, or 0
-        writes the object at ``bases`` (code, read-only, data, .eh_frame)
-        through the write view (``address + delta``): sections, ``.bss``,
-        relocations, GOT loads relaxed, the ``.eh_frame`` and its
-        terminator; ``imports`` holds the undefined symbols' addresses in
-        ``out``'s order, ``values`` receives every symbol's.
+    hotlink_quick_apply(data, n, out) -> 1, or 0
+        writes the object at ``out[BASES:]`` (code, read-only, data,
+        .eh_frame) through the write view (``address + out[DELTA]``):
+        sections, ``.bss``, relocations, GOT loads relaxed, the ``.eh_frame``
+        and its terminator; ``out[IMPORTS:]`` holds the undefined symbols'
+        addresses in ``out``'s order, ``out[VALUES:]`` receives every
+        symbol's, and each definition's entry its value.
 
 They accept a subset of what ``quick.py`` accepts and write the same bytes:
 0 means "not sure", and the Python quick link takes the object from the
@@ -45,7 +46,9 @@ CIES = 144                      # positions of the CIEs checked (8)
 FDES, RANGES, CLAIMED = 152, 216, 280    # per FDE (64): its pc_begin field, pc_range, relocation found
 PUB, PUB_WORDS = 344, 6         # per definition (64): symbol, name offset, name length, flags, size, value
 IMP, IMP_WORDS = 728, 4         # per undefined symbol (64): symbol, name offset, name length, weak
-WORDS = 984
+BASES, DELTA = 984, 988         # apply's input: the blocks (code, rodata, data, .eh_frame); write - run view
+IMPORTS, VALUES = 989, 1053     # apply's input: each undefined symbol's address; its output: every symbol's
+WORDS = 1153
 MAX_SECTIONS = MAX_PUBLISHED = MAX_IMPORTS = 64
 MAX_SYMBOLS = 100               # vector.MIN_ROWS: the quick link's limit too
 
@@ -1088,8 +1091,12 @@ fail:
   ret i64 0
 }
 
-define i64 @hotlink_quick_apply(ptr %d, i64 %n, ptr %out, ptr %bases, i64 %delta, ptr %imp, ptr %val) #0 {
+define i64 @hotlink_quick_apply(ptr %d, i64 %n, ptr %out) #0 {
 entry:
+  %bases = getelementptr i64, ptr %out, i64 984
+  %delta = call i64 @get(ptr %out, i64 988)
+  %imp = getelementptr i64, ptr %out, i64 989
+  %val = getelementptr i64, ptr %out, i64 1053
   %shnum = call i64 @get(ptr %out, i64 12)
   %shoff = call i64 @get(ptr %out, i64 13)
   %eh = call i64 @get(ptr %out, i64 6)
@@ -1276,10 +1283,9 @@ class Core:
     """The compiled core, as ctypes functions over raw addresses."""
 
     def __init__(self, addresses: dict[str, int]) -> None:
-        u64, i64 = ctypes.c_uint64, ctypes.c_int64
+        i64 = ctypes.c_int64
         self.scan = ctypes.CFUNCTYPE(i64, ctypes.c_char_p, i64, ctypes.c_void_p)(addresses["hotlink_quick_scan"])
-        self.apply = ctypes.CFUNCTYPE(i64, ctypes.c_char_p, i64, ctypes.c_void_p, ctypes.c_void_p, u64,
-                                      ctypes.c_void_p, ctypes.c_void_p)(addresses["hotlink_quick_apply"])
+        self.apply = ctypes.CFUNCTYPE(i64, ctypes.c_char_p, i64, ctypes.c_void_p)(addresses["hotlink_quick_apply"])
 
 
 _lock = threading.Lock()
