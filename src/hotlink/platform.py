@@ -206,10 +206,20 @@ def run_finalizers(handlers: Handlers, guarded: GuardedCall | None = None) -> li
 
 
 def register_frames(addr: int) -> None:
-    global registered_frames
     libc.register_frame(addr)
+    frames_registered()
+
+
+def frames_registered() -> None:
+    """Count a table registered (by ``register_frames``, or by native code
+    through ``REGISTER_FRAME``)."""
+    global registered_frames
     with _frames_lock:
         registered_frames += 1
+
+
+# __register_frame's address, for native code that registers tables itself (quickcore.py)
+REGISTER_FRAME: int = ctypes.cast(libc.register_frame, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
 
 
 def deregister_frames(addr: int) -> None:

@@ -103,6 +103,7 @@ class _Scratch(threading.local):
 
     def __init__(self) -> None:
         self.out = (ctypes.c_int64 * quickcore.WORDS)()
+        self.out[quickcore.REGISTER] = platform.REGISTER_FRAME
 
 
 _scratch = _Scratch()
@@ -121,6 +122,7 @@ def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str |
     s0, s1, s2, a0, a1, a2, _eh, eh_size, npub, nimp = _HEAD.unpack_from(out)
     defined, lazy = lib.definitions, lib.lazy
     publish: dict[str, int] = {}                # name -> its entry in out's list
+    pub: tuple[int, ...] = ()
     if npub:
         pub = elf.table_reader("qqqqqq", npub)(out, quickcore.PUB * 8)
         for k in range(0, 6 * npub, 6):
@@ -153,12 +155,14 @@ def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str |
             imports = quickcore.IMPORTS
             for k, address in enumerate(addresses):
                 out[imports + k] = got if address is None else address
-        if not core.apply(data, len(data), out):
+        if not core.apply(data, len(data), out):       # (which registers the .eh_frame last)
             _free(arena, blocks)
             return None
-        pub = elf.table_reader("qqqqqq", npub)(out, quickcore.PUB * 8) if npub else ()
+        if eh_block:
+            platform.frames_registered()
+        at = quickcore.PUB
         return _record(lib, uname, blocks, eh_block, tuple(publish),
-                       [(pub[k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses)
+                       [(out[at + k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses, False)
 
 
 def _free(arena: Arena, blocks: list[tuple[int, int, int]]) -> None:
@@ -426,13 +430,14 @@ def _bind(lib: Library, imports: list[tuple[int, str, bool]],
 
 
 def _record(lib: Library, uname: str | None, blocks: list[tuple[int, int, int]], eh_block: int,
-            names: tuple[str, ...], definitions: list[tuple[int, int, int]], uses: set[Any]) -> Unit:
-    """Register the unwind info and commit, as LinkTransaction.commit does
-    for one object: the unit, its blocks, its definitions ((address, flags,
-    size) for each of ``names``) and dependencies.  Runs with signal
-    handlers deferred."""
+            names: tuple[str, ...], definitions: list[tuple[int, int, int]], uses: set[Any],
+            register: bool = True) -> Unit:
+    """Register the unwind info (unless done) and commit, as
+    LinkTransaction.commit does for one object: the unit, its blocks, its
+    definitions ((address, flags, size) for each of ``names``) and
+    dependencies.  Runs with signal handlers deferred."""
     session = lib.session
-    if eh_block:
+    if eh_block and register:
         platform.register_frames(eh_block)
     unit = session.new_unit(lib, uname)
     unit.blocks = [pack_block(p, a, s, a == eh_block) for p, a, s in blocks]

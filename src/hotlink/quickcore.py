@@ -16,9 +16,11 @@ relocations copied into a page of its own (``native.relocation_free_code``).
         writes the object at ``out[BASES:]`` (code, read-only, data,
         .eh_frame) through the write view (``address + out[DELTA]``):
         sections, ``.bss``, relocations, GOT loads relaxed, the ``.eh_frame``
-        and its terminator; ``out[IMPORTS:]`` holds the undefined symbols'
-        addresses in ``out``'s order, ``out[VALUES:]`` receives every
-        symbol's, and each definition's entry its value.
+        and its terminator, which it then registers with the unwinder
+        (``out[REGISTER]``: ``__register_frame``) as its last step;
+        ``out[IMPORTS:]`` holds the undefined symbols' addresses in ``out``'s
+        order, ``out[VALUES:]`` receives every symbol's, and each
+        definition's entry its value.
 
 They accept a subset of what ``quick.py`` accepts and write the same bytes:
 0 means "not sure", and the Python quick link takes the object from the
@@ -48,7 +50,8 @@ PUB, PUB_WORDS = 344, 6         # per definition (64): symbol, name offset, name
 IMP, IMP_WORDS = 728, 4         # per undefined symbol (64): symbol, name offset, name length, weak
 BASES, DELTA = 984, 988         # apply's input: the blocks (code, rodata, data, .eh_frame); write - run view
 IMPORTS, VALUES = 989, 1053     # apply's input: each undefined symbol's address; its output: every symbol's
-WORDS = 1153
+REGISTER = 1153                 # apply's input: the address of libgcc's __register_frame (0: do not register)
+WORDS = 1154
 MAX_SECTIONS = MAX_PUBLISHED = MAX_IMPORTS = 64
 MAX_SYMBOLS = 100               # vector.MIN_ROWS: the quick link's limit too
 
@@ -1267,6 +1270,18 @@ p.body:
   %pi1 = add i64 %pi, 1
   br label %p.head
 done:
+  ; the last step, when nothing can fail any more: the unwinder learns of the records
+  %rf = call i64 @get(ptr %out, i64 1153)
+  %rfnone = icmp eq i64 %rf, 0
+  %noframes = icmp eq i64 %ehsize, 0
+  %skip = or i1 %rfnone, %noframes
+  br i1 %skip, label %ok, label %register
+register:
+  %rfp = inttoptr i64 %rf to ptr
+  %ehbp = inttoptr i64 %ehb to ptr
+  call void %rfp(ptr %ehbp)
+  br label %ok
+ok:
   ret i64 1
 fail:
   ret i64 0
