@@ -285,7 +285,9 @@ class Library:
         ``options`` go to the front end (``language``, ``opt``, ``cpu``, ``flags``).
         """
         if type(source) is bytes and not options and is_elf(source):    # the common tiny add: nothing to load
-            return self.link_sources([(source, name)])[0]
+            with self.session.lock:
+                self.check_open()
+                return quick.link(self, source, name) or self._link([(source, name)], None)[0]
         data, origin = load_source(self.session, source, options)
         return self.link_sources([(data, _unit_name(name, origin))])[0]
 
@@ -310,9 +312,13 @@ class Library:
                     if isinstance(data, CompiledObject):
                         unit.extras().declarations = data.declarations
                     return [unit]
-            job, units = self._transaction(loaded, replacing)
-            job.run()
-            return units
+            return self._link(loaded, replacing)
+
+    def _link(self, loaded: list[tuple[bytes, str | None]], replacing: Unit | None) -> list[Unit]:
+        """The general link transaction (the caller holds the session lock)."""
+        job, units = self._transaction(loaded, replacing)
+        job.run()
+        return units
 
     def _transaction(self, loaded: list[tuple[bytes, str | None]],
                      replacing: Unit | None) -> tuple[LinkTransaction, list[Unit]]:

@@ -83,7 +83,7 @@ def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
     session = lib.session
     if not enabled or lib.patchable or session.observers:
         return None
-    core = quickcore.core() if native else None
+    core = (quickcore.compiled or quickcore.core()) if native else None
     if core is not None:
         try:
             unit = _link_natively(core, lib, data, uname)

@@ -1304,19 +1304,19 @@ class Core:
 
 
 _lock = threading.Lock()
-_core: Core | None = None
+compiled: Core | None = None        # once compiled
 _failed = False
 
 
 def core() -> Core | None:
     """The core, compiled on first use in this process; None if it cannot
     be (then the quick link runs in Python)."""
-    global _core, _failed
-    if _core is None and not _failed:
+    global compiled, _failed
+    if compiled is None and not _failed:
         with _lock:
-            if _core is None and not _failed:
+            if compiled is None and not _failed:
                 try:
-                    _core = Core(relocation_free_code(_IR + CFA_IR, "the quick link's native core", _NAMES))
+                    compiled = Core(relocation_free_code(_IR + CFA_IR, "the quick link's native core", _NAMES))
                 except Exception:       # no llvmlite, no executable memory: Python does the work
                     _failed = True
-    return _core
+    return compiled
