@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from tests.test_malformed import mutate, mutation
 
 import hotlink
-from hotlink import ehframe, platform, quick
+from hotlink import ehframe, platform, quick, quickcore
 from hotlink.arena import unpack_block
 
 SELF_CONTAINED = {
@@ -82,6 +83,12 @@ def build(name: str, flags: tuple[str, ...]) -> bytes:
     extra = ["-fcommon"] if name == "common" else []
     subprocess.run(["gcc", "-c", "-fPIC", *flags, *extra, str(d / "u.c"), "-o", str(d / "u.o")], check=True)
     return (d / "u.o").read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def native_core():
+    """The native core, compiled (quick.link compiles it only after CORE_AFTER links)."""
+    assert quickcore.core() is not None
 
 
 @pytest.fixture
@@ -309,3 +316,24 @@ def test_a_symbol_value_past_2_64_gives_back_its_got_entry():
                 lib.remove()
                 assert s.synchronize(5)
                 assert s.memory().used == 0 and s.memory().got_entries == 0
+
+
+def test_the_core_is_compiled_only_once_many_objects_were_linked(tmp_path):
+    """A short script never pays for compiling the core; a JIT that links
+    many objects gets it after quick.CORE_AFTER of them."""
+    obj = tmp_path / "tiny.o"
+    obj.write_bytes(build("tiny", ("-O2",)))
+    script = f"""
+import hotlink
+from hotlink import quick, quickcore
+data = open({str(obj)!r}, "rb").read()
+with hotlink.Session() as s:
+    for i in range(quick.CORE_AFTER - 1):
+        s.library(f"l{{i}}").add(data)
+    assert quickcore.compiled is None
+    s.library("last").add(data)
+    assert quickcore.compiled is not None
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

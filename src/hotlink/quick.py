@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 enabled = True      # tests switch it off to link the same objects the general way
 native = True       # and this to link them with the quick link in Python (quickcore.py: the native core)
+# Quick links before the native core is compiled (once per process, about 60 ms,
+# the cost of some 3,000 links it makes faster): a short script never pays it.
+CORE_AFTER = 64
+_links = 0
 
 _IDENT = elf.ELFMAG + bytes((elf.ELFCLASS64, elf.ELFDATA2LSB))
 _SHDR_SIZE = elf.SHDR.size
@@ -85,7 +89,12 @@ def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
     session = lib.session
     if not enabled or lib.patchable or session.observers:
         return None
-    core = (quickcore.compiled or quickcore.core()) if native else None
+    core = quickcore.compiled if native else None
+    if core is None and native:
+        global _links
+        _links += 1
+        if _links >= CORE_AFTER:
+            core = quickcore.core()
     if core is not None:
         try:
             unit = _link_natively(core, lib, data, uname)
