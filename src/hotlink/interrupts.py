@@ -53,6 +53,10 @@ class Deferred:
         self._depth = 0
         self._saved: list[tuple[int, _Handler]] = []
         self._pending: list[int] = []
+        # the handlers seen at the last outermost enter, and which of them were swapped
+        self._seen: list[Any] = []
+        self._swapped: list[tuple[int, _Handler]] = []
+        self._noter = self._note
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self._pending.append(signum)
@@ -64,8 +68,11 @@ class Deferred:
         if self._depth == 1:
             # the signals with a Python handler (usually SIGINT alone), found in C
             handlers: list[Any] = list(map(_getsignal, _DEFERRED))
-            saved = self._saved = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
-            note = self._note
+            if handlers != self._seen:
+                self._seen = handlers
+                self._swapped = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
+            saved = self._saved = self._swapped
+            note = self._noter
             for signum, _ in saved:
                 _setsignal(signum, note)
         return self
