@@ -83,9 +83,9 @@ class _Decline(Exception):
 
 
 def link(lib: Library, data: bytes, uname: str | None) -> Unit | None:
-    """Link ``data`` as a new unit of ``lib`` if it is a self-contained
-    object (see the module docstring), else return None having changed
-    nothing.  The caller holds the session lock and checked ``lib`` is open."""
+    """Link ``data`` as a new unit of ``lib`` if the quick link takes it (see
+    the module docstring), else return None having changed nothing.  The
+    caller holds the session lock and checked ``lib`` is open."""
     session = lib.session
     if not enabled or lib.patchable or session.observers:
         return None
