@@ -75,6 +75,7 @@ _Job = dict[int, tuple[bytes, _Relocs, SectionPlan | None]]
 _LOCAL, _WEAK, _UNDEF, _ABS, _COMMON = elf.STB_LOCAL, elf.STB_WEAK, elf.SHN_UNDEF, elf.SHN_ABS, elf.SHN_COMMON
 _WEAK_BINDS = (elf.STB_WEAK, elf.STB_GNU_UNIQUE)
 _HIDDEN_VIS = (elf.STV_HIDDEN, elf.STV_INTERNAL)
+_MASK64 = (1 << 64) - 1
 # Names the platform provides per unit, found before anything else.
 PLATFORM_NAMES = frozenset(("__dso_handle", "__cxa_atexit", "_GLOBAL_OFFSET_TABLE_", *platform.DSO_THUNKS,
                             *platform.THREAD_ATEXIT_NAMES, *platform.FORK_HANDLER_NAMES))
@@ -503,12 +504,14 @@ class LinkTransaction:
             self.ifunc_impl[(lo, si)] = impl
 
     def _final_address(self, lo: LinkObject, si: int) -> int:
-        """What a definition means once linked: an IFUNC's implementation."""
+        """What a definition means once linked: an IFUNC's implementation; an
+        address modulo 2**64, as ld computes it (a malformed symbol value can
+        pass 2**64 once its section's address is added)."""
         if self.ifunc_impl:
             impl = self.ifunc_impl.get((lo, si))
             if impl is not None:
                 return impl
-        return self._address(lo, si)
+        return self._address(lo, si) & _MASK64
 
     # --- thread-locals (tls.py) ----------------------------------------------
 

@@ -74,6 +74,7 @@ _GOT_LOADS = (Reloc.GOTPCRELX, Reloc.REX_GOTPCRELX)
 _KINDS = frozenset((Reloc.NONE, Reloc.R64, Reloc.PC32, Reloc.PLT32, *_GOT_LOADS))
 _PC32, _NONE = int(Reloc.PC32), int(Reloc.NONE)
 _KIND_MASK, _SYMBOL_SHIFT = 0xFFFFFFFF, 32        # r_info: symbol << 32 | kind
+_MASK64 = (1 << 64) - 1                           # a published address wraps as the general link's does
 _ABS_ONLY = frozenset((elf.SHN_ABS,))
 _ALLOC, _EXEC, _ABS, _RELA_TYPE = elf.SHF_ALLOC, elf.SHF_EXECINSTR, elf.SHN_ABS, elf.SHT_RELA
 
@@ -510,7 +511,7 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
             return None
         sym_size = plan.sym_size
         unit = _record(lib, uname, blocks, eh_block, tuple(plan.publish),
-                       [(values[si], fl, sym_size[si]) for si, fl in plan.publish.values()], plan.uses)
+                       [(values[si] & _MASK64, fl, sym_size[si]) for si, fl in plan.publish.values()], plan.uses)
     return unit
 
 
