@@ -484,12 +484,13 @@ class Arena:
         return self.low_pools
 
     def alloc_blocks(self, sizes: Sequence[int], aligns: Sequence[int], extra: int, extra_pool: int,
-                     extra_align: int) -> tuple[list[int], int, list[tuple[int, int, int]]]:
-        """A block of ``sizes[p]`` bytes (if any) from each pool p near libc,
-        and one of ``extra`` bytes (if any) from ``extra_pool``, under one
-        hold of the lock, all or nothing: each pool's block address (0 for
-        none), the extra one's, and every block as (pool, address, size)."""
-        pools = self.pools
+                     extra_align: int, low: bool = False) -> tuple[list[int], int, list[tuple[int, int, int]]]:
+        """A block of ``sizes[p]`` bytes (if any) from each pool p near libc
+        (``low``: below 2 GiB), and one of ``extra`` bytes (if any) from
+        ``extra_pool``, under one hold of the lock, all or nothing: each
+        pool's block address (0 for none), the extra one's, and every block
+        as (pool, address, size)."""
+        pools = self.zone(low)
         bases = [0, 0, 0]
         blocks: list[tuple[int, int, int]] = []
         with self.lock:

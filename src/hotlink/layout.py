@@ -105,19 +105,12 @@ def place(lo: LinkObject, arena: Arena, low: str = "") -> None:
         o = (size[DATA] + a - 1) & -a
         placed_commons.append((si, o))
         size[DATA] = o + obj.sym_size[si]
-    base = [0, 0, 0]
-    pools = arena.zone(bool(low))
-    blocks = lo.blocks
     try:
-        for p in (0, 1, 2):
-            if size[p]:
-                base[p] = pools[p].alloc(size[p], align[p])
-                blocks.append((p, base[p], size[p]))
-        if eh_size:
-            lo.eh_block = pools[RODATA].alloc(eh_size + 4, 8)
-            blocks.append((RODATA, lo.eh_block, eh_size + 4))
+        base, lo.eh_block, blocks = arena.alloc_blocks(size, align, eh_size + 4 if eh_size else 0, RODATA, 8,
+                                                       bool(low))
     except LowMemoryError as e:
         raise low_memory_error(low, e) from None
+    lo.blocks += blocks
     addr = lo.addr
     eh = lo.eh_block
     for (i, role, p), o in zip(lo.sections, offset):
