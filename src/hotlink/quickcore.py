@@ -79,6 +79,21 @@ define internal i64 @u64(ptr %d, i64 %o) #1 {
   %v = load i64, ptr %p, align 1
   ret i64 %v
 }
+; a field of section %i's header: the 8 bytes (@sh64) or 4 bytes (@sh32) at byte %f
+define internal i64 @sh64(ptr %d, i64 %shoff, i64 %i, i64 %f) #1 {
+  %h = mul i64 %i, 64
+  %a = add i64 %shoff, %h
+  %o = add i64 %a, %f
+  %v = call i64 @u64(ptr %d, i64 %o)
+  ret i64 %v
+}
+define internal i64 @sh32(ptr %d, i64 %shoff, i64 %i, i64 %f) #1 {
+  %h = mul i64 %i, 64
+  %a = add i64 %shoff, %h
+  %o = add i64 %a, %f
+  %v = call i64 @u32(ptr %d, i64 %o)
+  ret i64 %v
+}
 define internal i64 @get(ptr %w, i64 %k) #1 {
   %p = getelementptr i64, ptr %w, i64 %k
   %v = load i64, ptr %p
@@ -234,16 +249,10 @@ p1.head:
   %a.more = icmp ult i64 %a.i, %shnum
   br i1 %a.more, label %p1.body, label %p1.done
 p1.body:
-  %a.h0 = mul i64 %a.i, 64
-  %a.h = add i64 %shoff, %a.h0
-  %a.ht = add i64 %a.h, 4
-  %a.type = call i64 @u32(ptr %d, i64 %a.ht)
-  %a.ho = add i64 %a.h, 24
-  %a.off = call i64 @u64(ptr %d, i64 %a.ho)
-  %a.hs = add i64 %a.h, 32
-  %a.size = call i64 @u64(ptr %d, i64 %a.hs)
-  %a.ha = add i64 %a.h, 48
-  %a.al = call i64 @u64(ptr %d, i64 %a.ha)
+  %a.type = call i64 @sh32(ptr %d, i64 %shoff, i64 %a.i, i64 4)
+  %a.off = call i64 @sh64(ptr %d, i64 %shoff, i64 %a.i, i64 24)
+  %a.size = call i64 @sh64(ptr %d, i64 %shoff, i64 %a.i, i64 32)
+  %a.al = call i64 @sh64(ptr %d, i64 %shoff, i64 %a.i, i64 48)
   %a.e1 = icmp ugt i64 %a.off, %n
   %a.left = sub i64 %n, %a.off
   %a.e2 = icmp ugt i64 %a.size, %a.left
@@ -279,14 +288,9 @@ p1.done:
   %nost = icmp slt i64 %symtab, 0
   br i1 %nost, label %no, label %strs
 strs:
-  %ss.h0 = mul i64 %shstr, 64
-  %ss.h = add i64 %shoff, %ss.h0
-  %ss.ht = add i64 %ss.h, 4
-  %ss.type = call i64 @u32(ptr %d, i64 %ss.ht)
-  %ss.ho = add i64 %ss.h, 24
-  %stroff = call i64 @u64(ptr %d, i64 %ss.ho)
-  %ss.hs = add i64 %ss.h, 32
-  %strsize = call i64 @u64(ptr %d, i64 %ss.hs)
+  %ss.type = call i64 @sh32(ptr %d, i64 %shoff, i64 %shstr, i64 4)
+  %stroff = call i64 @sh64(ptr %d, i64 %shoff, i64 %shstr, i64 24)
+  %strsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %shstr, i64 32)
   %strend = add i64 %stroff, %strsize
   %ss.bad = icmp ne i64 %ss.type, 3
   br i1 %ss.bad, label %no, label %p2
@@ -301,21 +305,13 @@ p2.head:
   %b.more = icmp ult i64 %b.i, %shnum
   br i1 %b.more, label %p2.body, label %syms
 p2.body:
-  %b.h0 = mul i64 %b.i, 64
-  %b.h = add i64 %shoff, %b.h0
-  %b.nameo = call i64 @u32(ptr %d, i64 %b.h)
-  %b.ht = add i64 %b.h, 4
-  %b.type = call i64 @u32(ptr %d, i64 %b.ht)
-  %b.hf = add i64 %b.h, 8
-  %b.flags = call i64 @u64(ptr %d, i64 %b.hf)
-  %b.hs = add i64 %b.h, 32
-  %b.size = call i64 @u64(ptr %d, i64 %b.hs)
-  %b.hl = add i64 %b.h, 40
-  %b.link = call i64 @u32(ptr %d, i64 %b.hl)
-  %b.hi = add i64 %b.h, 44
-  %b.info = call i64 @u32(ptr %d, i64 %b.hi)
-  %b.ha = add i64 %b.h, 48
-  %b.al = call i64 @u64(ptr %d, i64 %b.ha)
+  %b.nameo = call i64 @sh32(ptr %d, i64 %shoff, i64 %b.i, i64 0)
+  %b.type = call i64 @sh32(ptr %d, i64 %shoff, i64 %b.i, i64 4)
+  %b.flags = call i64 @sh64(ptr %d, i64 %shoff, i64 %b.i, i64 8)
+  %b.size = call i64 @sh64(ptr %d, i64 %shoff, i64 %b.i, i64 32)
+  %b.link = call i64 @sh32(ptr %d, i64 %shoff, i64 %b.i, i64 40)
+  %b.info = call i64 @sh32(ptr %d, i64 %shoff, i64 %b.i, i64 44)
+  %b.al = call i64 @sh64(ptr %d, i64 %shoff, i64 %b.i, i64 48)
   %b.alloc = and i64 %b.flags, 2
   %b.isalloc = icmp ne i64 %b.alloc, 0
   br i1 %b.isalloc, label %p2.alloc, label %p2.rela
@@ -436,16 +432,10 @@ p2.next:
 syms:
   %eh = load i64, ptr %eh.v
   call void @put(ptr %out, i64 6, i64 %eh)
-  %s.h0 = mul i64 %symtab, 64
-  %s.h = add i64 %shoff, %s.h0
-  %s.ho = add i64 %s.h, 24
-  %soff = call i64 @u64(ptr %d, i64 %s.ho)
-  %s.hs = add i64 %s.h, 32
-  %ssize = call i64 @u64(ptr %d, i64 %s.hs)
-  %s.hl = add i64 %s.h, 40
-  %strx = call i64 @u32(ptr %d, i64 %s.hl)
-  %s.hi = add i64 %s.h, 44
-  %first = call i64 @u32(ptr %d, i64 %s.hi)
+  %soff = call i64 @sh64(ptr %d, i64 %shoff, i64 %symtab, i64 24)
+  %ssize = call i64 @sh64(ptr %d, i64 %shoff, i64 %symtab, i64 32)
+  %strx = call i64 @sh32(ptr %d, i64 %shoff, i64 %symtab, i64 40)
+  %first = call i64 @sh32(ptr %d, i64 %shoff, i64 %symtab, i64 44)
   %count = udiv i64 %ssize, 24
   %s.rem = urem i64 %ssize, 24
   %s.b1 = icmp ne i64 %s.rem, 0
@@ -461,14 +451,9 @@ syms:
   %s.bad = or i1 %s.o3, %s.o4
   br i1 %s.bad, label %no, label %syms2
 syms2:
-  %t.h0 = mul i64 %strx, 64
-  %t.h = add i64 %shoff, %t.h0
-  %t.ht = add i64 %t.h, 4
-  %t.type = call i64 @u32(ptr %d, i64 %t.ht)
-  %t.ho = add i64 %t.h, 24
-  %str2 = call i64 @u64(ptr %d, i64 %t.ho)
-  %t.hs = add i64 %t.h, 32
-  %str2size = call i64 @u64(ptr %d, i64 %t.hs)
+  %t.type = call i64 @sh32(ptr %d, i64 %shoff, i64 %strx, i64 4)
+  %str2 = call i64 @sh64(ptr %d, i64 %shoff, i64 %strx, i64 24)
+  %str2size = call i64 @sh64(ptr %d, i64 %shoff, i64 %strx, i64 32)
   %str2end = add i64 %str2, %str2size
   call void @put(ptr %out, i64 10, i64 %count)
   call void @put(ptr %out, i64 11, i64 %soff)
@@ -600,10 +585,7 @@ g.pub2:
   %gp.f1 = zext i1 %gp.wk to i64
   %gp.func = icmp eq i64 %g.typ, 2
   %gp.notype = icmp eq i64 %g.typ, 0
-  %gp.xh0 = mul i64 %g.shndx, 64
-  %gp.xh = add i64 %shoff, %gp.xh0
-  %gp.xhf = add i64 %gp.xh, 8
-  %gp.xflags = call i64 @u64(ptr %d, i64 %gp.xhf)
+  %gp.xflags = call i64 @sh64(ptr %d, i64 %shoff, i64 %g.shndx, i64 8)
   %gp.xex = and i64 %gp.xflags, 4
   %gp.inexec = icmp ne i64 %gp.xex, 0
   %gp.untyped = and i1 %gp.notype, %gp.inexec
@@ -660,12 +642,8 @@ r.target:
   %x.want = or i1 %x.placed, %x.iseh
   br i1 %x.want, label %r.rows, label %r.next
 r.rows:
-  %x.h0 = mul i64 %x.r, 64
-  %x.h = add i64 %shoff, %x.h0
-  %x.ho = add i64 %x.h, 24
-  %x.roff = call i64 @u64(ptr %d, i64 %x.ho)
-  %x.hs = add i64 %x.h, 32
-  %x.rsize = call i64 @u64(ptr %d, i64 %x.hs)
+  %x.roff = call i64 @sh64(ptr %d, i64 %shoff, i64 %x.r, i64 24)
+  %x.rsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %x.r, i64 32)
   %x.k = udiv i64 %x.rsize, 24
   %x.many = icmp ugt i64 %x.k, 200
   br i1 %x.many, label %no, label %r.rows2
@@ -712,12 +690,8 @@ ehf:
   %noeh = icmp eq i64 %eh, 0
   br i1 %noeh, label %yes, label %ehf1
 ehf1:
-  %e.h0 = mul i64 %eh, 64
-  %e.h = add i64 %shoff, %e.h0
-  %e.ho = add i64 %e.h, 24
-  %eoff = call i64 @u64(ptr %d, i64 %e.ho)
-  %e.hs = add i64 %e.h, 32
-  %esize = call i64 @u64(ptr %d, i64 %e.hs)
+  %eoff = call i64 @sh64(ptr %d, i64 %shoff, i64 %eh, i64 24)
+  %esize = call i64 @sh64(ptr %d, i64 %shoff, i64 %eh, i64 32)
   store i64 0, ptr %iv
   store i64 0, ptr %cnt.v
   store i64 0, ptr %cnt2.v
@@ -854,12 +828,8 @@ m.norows:
   %m.nofde = icmp eq i64 %nfde, 0
   br i1 %m.nofde, label %yes, label %no
 m.rows:
-  %m.h0 = mul i64 %m.r, 64
-  %m.h = add i64 %shoff, %m.h0
-  %m.ho = add i64 %m.h, 24
-  %m.roff = call i64 @u64(ptr %d, i64 %m.ho)
-  %m.hs = add i64 %m.h, 32
-  %m.rsize = call i64 @u64(ptr %d, i64 %m.hs)
+  %m.roff = call i64 @sh64(ptr %d, i64 %shoff, i64 %m.r, i64 24)
+  %m.rsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %m.r, i64 32)
   %m.k = udiv i64 %m.rsize, 24
   %m.count = icmp ne i64 %m.k, %nfde
   br i1 %m.count, label %no, label %m.loop
@@ -931,10 +901,7 @@ mt.range:
   %mt.s2 = add i64 %mf.k, 216
   %mt.range0 = call i64 @get(ptr %out, i64 %mt.s2)
   %mt.stop = add i64 %mt.start, %mt.range0
-  %mt.xh0 = mul i64 %mt.x, 64
-  %mt.xh = add i64 %shoff, %mt.xh0
-  %mt.xhs = add i64 %mt.xh, 32
-  %mt.xsize = call i64 @u64(ptr %d, i64 %mt.xhs)
+  %mt.xsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %mt.x, i64 32)
   %mt.over = icmp sgt i64 %mt.stop, %mt.xsize
   %mt.bad = or i1 %mt.neg, %mt.over
   br i1 %mt.bad, label %no, label %mr.next
@@ -1176,10 +1143,7 @@ s.head:
 s.body:
   %spk = add i64 %si, 16
   %spl = call i64 @get(ptr %out, i64 %spk)
-  %sh0 = mul i64 %si, 64
-  %sh = add i64 %shoff, %sh0
-  %shs = add i64 %sh, 32
-  %ssize = call i64 @u64(ptr %d, i64 %shs)
+  %ssize = call i64 @sh64(ptr %d, i64 %shoff, i64 %si, i64 32)
   %sunplaced = icmp slt i64 %spl, 0
   %sempty = icmp eq i64 %ssize, 0
   %sskip = or i1 %sunplaced, %sempty
@@ -1190,16 +1154,14 @@ s.write:
   %sbase = call i64 @get(ptr %bases, i64 %spool)
   %saddr = add i64 %sbase, %so
   %sdst = add i64 %saddr, %delta
-  %sht = add i64 %sh, 4
-  %stype = call i64 @u32(ptr %d, i64 %sht)
+  %stype = call i64 @sh32(ptr %d, i64 %shoff, i64 %si, i64 4)
   %snob = icmp eq i64 %stype, 8
   br i1 %snob, label %s.zero, label %s.copy
 s.zero:
   call void @zero(i64 %sdst, i64 %ssize)
   br label %s.next
 s.copy:
-  %sho = add i64 %sh, 24
-  %sfoff = call i64 @u64(ptr %d, i64 %sho)
+  %sfoff = call i64 @sh64(ptr %d, i64 %shoff, i64 %si, i64 24)
   %dint = ptrtoint ptr %d to i64
   %ssrc = add i64 %dint, %sfoff
   call void @copy(i64 %sdst, i64 %ssrc, i64 %ssize)
@@ -1208,12 +1170,8 @@ s.copy:
   %snorel = icmp eq i64 %sr, 0
   br i1 %snorel, label %s.next, label %s.rel
 s.rel:
-  %rh0 = mul i64 %sr, 64
-  %rh = add i64 %shoff, %rh0
-  %rho = add i64 %rh, 24
-  %rroff = call i64 @u64(ptr %d, i64 %rho)
-  %rhs = add i64 %rh, 32
-  %rrsize = call i64 @u64(ptr %d, i64 %rhs)
+  %rroff = call i64 @sh64(ptr %d, i64 %shoff, i64 %sr, i64 24)
+  %rrsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %sr, i64 32)
   %rk = udiv i64 %rrsize, 24
   %rok = call i64 @apply_rows(ptr %d, i64 %rroff, i64 %rk, i64 %sdst, i64 %saddr, i64 %ssize, i64 %ssrc, ptr %val)
   %rfail = icmp eq i64 %rok, 0
@@ -1226,10 +1184,7 @@ frames:
   %fnone = icmp eq i64 %ehsize, 0
   br i1 %fnone, label %publish, label %f.write
 f.write:
-  %fh0 = mul i64 %eh, 64
-  %fh = add i64 %shoff, %fh0
-  %fho = add i64 %fh, 24
-  %ffoff = call i64 @u64(ptr %d, i64 %fho)
+  %ffoff = call i64 @sh64(ptr %d, i64 %shoff, i64 %eh, i64 24)
   %fdint = ptrtoint ptr %d to i64
   %fsrc = add i64 %fdint, %ffoff
   %fdst = add i64 %ehb, %delta
@@ -1242,12 +1197,8 @@ f.write:
   %fnorel = icmp eq i64 %fr, 0
   br i1 %fnorel, label %publish, label %f.rel
 f.rel:
-  %frh0 = mul i64 %fr, 64
-  %frh = add i64 %shoff, %frh0
-  %frho = add i64 %frh, 24
-  %frroff = call i64 @u64(ptr %d, i64 %frho)
-  %frhs = add i64 %frh, 32
-  %frrsize = call i64 @u64(ptr %d, i64 %frhs)
+  %frroff = call i64 @sh64(ptr %d, i64 %shoff, i64 %fr, i64 24)
+  %frrsize = call i64 @sh64(ptr %d, i64 %shoff, i64 %fr, i64 32)
   %frk2 = udiv i64 %frrsize, 24
   %fok = call i64 @apply_rows(ptr %d, i64 %frroff, i64 %frk2, i64 %fdst, i64 %ehb, i64 %ehsize, i64 %fsrc, ptr %val)
   %ffail = icmp eq i64 %fok, 0
