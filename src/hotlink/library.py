@@ -346,9 +346,11 @@ class Library:
         directly would be left pointing at freed code, so they make this a
         DependencyError.
         """
-        pending = self.prepare_replace(unit, source, name=name, **options)
-        pending._defer = False
-        return pending.commit()
+        data, origin = load_source(self.session, source, options)
+        with GATE:      # an interrupt cancels the link (which polls for it) or comes after the swap, never between
+            pending = self._prepare_replace(unit, data, origin, name)
+            pending._defer = False
+            return pending.commit()
 
     def prepare_replace(self, unit: Unit, source: Any, *, name: str | None = None,
                         **options: Any) -> PendingReplace:
@@ -356,8 +358,19 @@ class Library:
         stop short of the swap: ``.commit()`` swaps it in (a few stores: slots,
         symbols) and retires ``unit``; ``.abort()`` drops it.  An autotuner
         prepares off its hot path and commits when it chooses."""
+        data, origin = load_source(self.session, source, options)
+        pending = None
+        try:
+            with GATE:      # until the prepared replacement exists to be aborted
+                pending = self._prepare_replace(unit, data, origin, name)
+        except BaseException:
+            if pending is not None:     # an interrupt noted meanwhile, delivered as the gate closed
+                pending.abort()
+            raise
+        return pending
+
+    def _prepare_replace(self, unit: Unit, data: bytes, origin: str, name: str | None) -> PendingReplace:
         session = self.session
-        data, origin = load_source(session, source, options)
         with session.lock:
             self.check_open()
             if unit.library is not self or not unit.alive:

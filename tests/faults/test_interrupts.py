@@ -220,6 +220,52 @@ def test_sigint_during_replace_and_remove(scenario, compile_c, compile_cxx):
     assert int(proc.stdout.split()[-1]) >= 50, proc.stdout
 
 
+# A SIGINT that lands right after the replacement is prepared and before
+# the swap (sent from PendingReplace's constructor): replace completes, and
+# the interrupt comes after it; prepare_replace aborts what it prepared.
+REPLACE_BOUNDARY = PRELUDE + r"""
+from hotlink import library
+V1, V2 = sys.argv[2], sys.argv[3]
+lib = s.library("k", patchable=True)
+lib.add(V1, name="k")
+value = lib.function("value", ctypes.c_int)
+base = settle()
+init = library.PendingReplace.__init__
+def init_then_interrupt(self, *args):
+    init(self, *args)
+    os.kill(os.getpid(), signal.SIGINT)
+library.PendingReplace.__init__ = init_then_interrupt
+for i in range(20):
+    before = lib.units[0]
+    try:
+        lib.replace(before, V2 if i % 2 == 0 else V1, name="k")
+        raise SystemExit("the interrupt did not come")
+    except KeyboardInterrupt:
+        pass
+    assert not before.alive and len(lib.units) == 1, lib.units
+    assert value() == (2 if i % 2 == 0 else 1)
+    assert settle() == base, "replace left memory behind"
+    check_exceptions()
+before = lib.units[0]
+try:
+    lib.prepare_replace(before, V2 if value() == 1 else V1, name="k")
+    raise SystemExit("the interrupt did not come")
+except KeyboardInterrupt:
+    pass
+assert before.alive and lib.units == [before]
+assert settle() == base, "prepare_replace left memory behind"
+print("ok")
+"""
+
+
+def test_sigint_between_prepare_and_commit(scenario, compile_c, compile_cxx):
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    v1 = compile_c("int value(void) { return 1; }\n", name="v1")
+    v2 = compile_c("int value(void) { return 2; }\n", name="v2")
+    proc = scenario.expect_ok(REPLACE_BOUNDARY, args=[str(cxx), str(v1), str(v2)], timeout=120)
+    assert proc.stdout.split()[-1] == "ok", proc.stdout
+
+
 INITIALIZER = PRELUDE + r"""
 OBJ = sys.argv[2]
 lib = s.library("slow")
