@@ -21,7 +21,7 @@ if TYPE_CHECKING:   # names typeshed gives ctypes' internal classes
 
 __all__ = [
     "LIBC", "LIBGCC", "PHDR_CALLBACK", "PhdrInfo", "cxa_atexit", "cxa_demangle", "cxa_finalize",
-    "deregister_frame", "dl_iterate_phdr", "dlclose", "dlinfo", "dlsym", "dlvsym", "fallocate", "fflush",
+    "deregister_frame", "dl_iterate_phdr", "dladdr1", "dlclose", "dlinfo", "dlsym", "dlvsym", "fallocate", "fflush",
     "free", "libc_address", "libgcc_symbol", "mmap", "mprotect", "munmap", "pthread_getspecific", "pthread_key_create",
     "pthread_key_delete", "register_atfork", "register_frame", "sigaction",
 ]
@@ -69,6 +69,10 @@ dlopen: Callable[[bytes, int], int | None] = _declare(LIBC, "dlopen", _void_p, c
 dlclose: Callable[[int], int] = _declare(LIBC, "dlclose", _int, _void_p)
 # int dlinfo(void *handle, int request, void *info): RTLD_DI_LINKMAP, RTLD_DI_TLS_MODID (dso.py)
 dlinfo: Callable[[int, int, _CArgObject], int] = _declare(LIBC, "dlinfo", _int, _void_p, _int, _void_p)
+# int dladdr1(const void *addr, Dl_info *info, void **extra, int flags): non-zero if found;
+# RTLD_DL_SYMENT (1) makes *extra the ElfW(Sym) of the symbol (interrupts.py reads its size)
+dladdr1: Callable[[int, _CArgObject, _CArgObject, int], int] = _declare(
+    LIBC, "dladdr1", _int, _void_p, _void_p, _void_p, _int)
 # char *dlerror(void): the last dl* error of this thread
 dlerror: Callable[[], bytes | None] = _declare(LIBC, "dlerror", ctypes.c_char_p)
 
