@@ -77,7 +77,7 @@ def _handler_thread_word() -> ctypes.c_ulong | None:
     is_main.argtypes, is_main.restype = (), ctypes.c_int
     info = (ctypes.c_void_p * 4)()      # Dl_info
     sym = ctypes.c_void_p()             # its ElfW(Sym): the size is at offset 16
-    if not dladdr1(runtime, info, ctypes.byref(sym), 1) or not sym.value:      # RTLD_DL_SYMENT
+    if not dladdr1(runtime, ctypes.byref(info), ctypes.byref(sym), 1) or not sym.value:      # RTLD_DL_SYMENT
         return None
     words = ctypes.c_uint64.from_address(sym.value + 16).value // 8
     table = (ctypes.c_ulong * min(words, 1024)).from_address(runtime)
