@@ -24,6 +24,9 @@ from tests.test_malformed import mutate, mutation
 
 import hotlink
 from hotlink import ehframe, platform, quick, quickcore
+from hotlink.arena import CODE as CODE_POOL
+from hotlink.arena import DATA as DATA_POOL
+from hotlink.arena import RODATA as RODATA_POOL
 from hotlink.arena import unpack_block
 
 SELF_CONTAINED = {
@@ -173,6 +176,37 @@ def test_self_contained_objects_link_the_same_all_ways(name, flags, counted, mon
         else:
             assert lib.function("untyped", ctypes.c_int)() == 42
         assert len(counted) == 1
+
+
+@pytest.mark.parametrize("name", ["tiny", "data"])
+def test_the_core_takes_blocks_at_the_tops_or_where_alloc_blocks_puts_them(name, counted, monkeypatch):
+    """Most links: the core takes the blocks at the pools' tops itself
+    (Arena.tops/set_tops); with a hole to take first, after alloc_blocks.
+    Both give the general transaction's image, and each pool's bytes in use."""
+    data = build(name, ("-O2",))
+    with hotlink.Session() as s:
+        general = image(s, data, "general", monkeypatch)
+        used = s.memory().used
+        arena = type(s.arena)
+        bumped: list[tuple[int, ...]] = []
+        set_tops = arena.set_tops
+        monkeypatch.setattr(arena, "set_tops", lambda self, *tops: (bumped.append(tops), set_tops(self, *tops))[1])
+        monkeypatch.setattr(quick, "enabled", True)
+        monkeypatch.setattr(quick, "native", True)
+        lib = s.library("bump")
+        unit = lib.add(data)
+        assert counted == ["native"] and len(bumped) == 1
+        blocks = [unpack_block(b) for b in unit.blocks]
+        tops = {CODE_POOL: bumped[0][0], RODATA_POOL: bumped[0][1], DATA_POOL: bumped[0][2]}
+        assert all(a + ((n + 15) & -16) <= tops[p] for p, a, n, _ in blocks)
+        assert s.memory().used == used + sum((n + 15) & -16 for _, _, n, _ in blocks)
+        lib.remove()
+        assert s.synchronize(5) and s.memory().used == used
+        assert image(s, data, "native", monkeypatch) == general
+        monkeypatch.setattr(s.arena, "tops", lambda: None)      # as if a pool had a hole
+        del bumped[:], counted[:]
+        assert image(s, data, "native", monkeypatch) == general
+        assert counted == ["native"] and not bumped
 
 
 @pytest.mark.parametrize("name", sorted(NOT_QUICK))

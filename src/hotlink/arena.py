@@ -508,6 +508,26 @@ class Arena:
             blocks.append((extra_pool, address, extra))
         return bases, address, blocks
 
+    def tops(self) -> tuple[int, int, int, int, int, int] | None:
+        """The top and the top's end of the code, read-only and data pools,
+        for native code that takes blocks at the tops itself as
+        ``alloc_blocks`` would (quickcore.py); None if a hole of one of them
+        would come first.  The caller holds the lock until ``set_tops``."""
+        code, rodata, data = self.pools
+        if code.by_size or rodata.by_size or data.by_size:
+            return None
+        return code.top, code.top_end, rodata.top, rodata.top_end, data.top, data.top_end
+
+    def set_tops(self, code_top: int, rodata_top: int, data_top: int) -> None:
+        """The pools' tops after native code took blocks there (see ``tops``)."""
+        code, rodata, data = self.pools
+        code.used += code_top - code.top
+        code.top = code_top
+        rodata.used += rodata_top - rodata.top
+        rodata.top = rodata_top
+        data.used += data_top - data.top
+        data.top = data_top
+
     def named_pools(self) -> list[tuple[str, Pool]]:
         """Every pool with its name for statistics (``low code`` ... once low pools exist)."""
         return [*zip(POOL_NAMES, self.pools), *(("low " + n, p) for n, p in zip(POOL_NAMES, self.low_pools))]

@@ -70,7 +70,7 @@ def _handler_thread_word() -> ctypes.c_ulong | None:
     behaves as the gate needs; None otherwise.  Called in the main thread."""
     api = ctypes.pythonapi
     try:
-        is_main = api._PyOS_IsMainThread
+        is_main = api["_PyOS_IsMainThread"]     # (a function object of its own: its prototype is set here)
         runtime = ctypes.addressof(ctypes.c_char.in_dll(api, "_PyRuntime"))
     except (AttributeError, ValueError):
         return None

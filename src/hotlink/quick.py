@@ -121,6 +121,9 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 _HEAD = struct.Struct("<10q")       # quickcore's out[0:10]: sizes, alignments, .eh_frame, its size, counts
 _SET_BASES = struct.Struct("<5q").pack_into    # quickcore's out[BASES:BASES + 5]: the blocks, the views' distance
+_SET_BUMP = struct.Struct("<10q").pack_into    # out[BUMP:BUMP + 10]: 1, the pools' tops and ends, the region, GOT
+_CODE_TOP, _RODATA_TOP, _DATA_TOP = quickcore.TOPS, quickcore.TOPS + 2, quickcore.TOPS + 4
+_BLOCKS = quickcore.BLOCKS
 
 
 def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str | None) -> Unit | None:
@@ -149,32 +152,58 @@ def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str |
         addresses, uses = _bind(lib, [(imp[k], data[imp[k + 1]:imp[k + 1] + imp[k + 2]].decode(
             "utf-8", "surrogateescape"), bool(imp[k + 3])) for k in range(0, 4 * nimp, 4)], publish)
     arena = lib.session.arena
+    n = len(data)
     with GATE:
-        try:
-            base, eh_block, blocks = arena.alloc_blocks((s0, s1, s2), (a0, a1, a2), eh_size + 4 if eh_size else 0,
-                                                        RODATA, 8)
-        except LinkError:
-            return None
-        # the core writes through the first region's write view, at a fixed distance from its run view
-        if len(arena.regions) != 1 and not all(arena.base <= a and a + n <= arena.base + arena.size
-                                               for _, a, n in blocks):
-            _free(arena, blocks)
-            return None
-        _SET_BASES(out, quickcore.BASES * 8, base[CODE], base[RODATA], base[DATA], eh_block,
-                   arena.write_base - arena.base)
+        got = 0
         if addresses:
-            got = base[CODE] or base[RODATA] or base[DATA] or eh_block
             imports = quickcore.IMPORTS
             for k, address in enumerate(addresses):
-                out[imports + k] = got if address is None else address
-        if not core.apply(data, len(data), out):       # (which registers the .eh_frame last)
-            _free(arena, blocks)
+                if address is None:         # _GLOBAL_OFFSET_TABLE_: the core sets it
+                    got = k + 1
+                else:
+                    out[imports + k] = address
+        # most links: the core takes the blocks at the pools' tops, in the first region
+        with arena.lock:
+            tops = arena.tops()
+            if tops is not None:
+                _SET_BUMP(out, quickcore.BUMP * 8, 1, *tops, arena.base, arena.base + arena.size, got)
+                out[quickcore.DELTA] = arena.write_base - arena.base
+                if core.apply(data, n, out):        # (which registers the .eh_frame last)
+                    arena.set_tops(out[_CODE_TOP], out[_RODATA_TOP], out[_DATA_TOP])
+                else:
+                    tops = None
+        if tops is None and not _apply_allocated(core, arena, data, n, out, got, (s0, s1, s2), (a0, a1, a2),
+                                                 eh_size + 4 if eh_size else 0):
             return None
-        if eh_block:
+        if eh_size:
             platform.frames_registered()
         at = quickcore.PUB
-        return _record(lib, uname, blocks, eh_block, tuple(publish),
-                       [(out[at + k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses, False)
+        return _record(lib, uname, out[_BLOCKS:_BLOCKS + out[quickcore.NBLOCKS]], tuple(publish),
+                       [(out[at + k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses)
+
+
+def _apply_allocated(core: quickcore.Core, arena: Arena, data: bytes, n: int, out: ctypes.Array[ctypes.c_int64],
+                     got: int, sizes: tuple[int, int, int], aligns: tuple[int, int, int], eh_bytes: int) -> bool:
+    """The core's apply on blocks ``alloc_blocks`` takes (after the holes
+    the pools have, in any region); False, with the blocks freed, if they
+    are out of the core's reach or it fails."""
+    try:
+        base, eh_block, blocks = arena.alloc_blocks(sizes, aligns, eh_bytes, RODATA, 8)
+    except LinkError:
+        return False
+    # the core writes through the first region's write view, at a fixed distance from its run view
+    if len(arena.regions) != 1 and not all(arena.base <= a and a + n <= arena.base + arena.size
+                                           for _, a, n in blocks):
+        _free(arena, blocks)
+        return False
+    _SET_BASES(out, quickcore.BASES * 8, base[CODE], base[RODATA], base[DATA], eh_block,
+               arena.write_base - arena.base)
+    out[quickcore.BUMP] = 0
+    out[quickcore.GOT_IMPORT] = got
+    if not core.apply(data, n, out):       # (which registers the .eh_frame last)
+        _free(arena, blocks)
+        return False
+    return True
 
 
 def _free(arena: Arena, blocks: list[tuple[int, int, int]]) -> None:
@@ -441,18 +470,14 @@ def _bind(lib: Library, imports: list[tuple[int, str, bool]],
     return addresses, uses
 
 
-def _record(lib: Library, uname: str | None, blocks: list[tuple[int, int, int]], eh_block: int,
-            names: tuple[str, ...], definitions: list[tuple[int, int, int]], uses: set[Any],
-            register: bool = True) -> Unit:
-    """Register the unwind info (unless done) and commit, as
-    LinkTransaction.commit does for one object: the unit, its blocks, its
-    definitions ((address, flags, size) for each of ``names``) and
-    dependencies.  Runs with signal handlers deferred."""
+def _record(lib: Library, uname: str | None, blocks: list[int], names: tuple[str, ...],
+            definitions: list[tuple[int, int, int]], uses: set[Any]) -> Unit:
+    """Commit, as LinkTransaction.commit does for one object: the unit, its
+    blocks (packed), its definitions ((address, flags, size) for each of
+    ``names``) and dependencies.  Runs with signal handlers deferred."""
     session = lib.session
-    if eh_block and register:
-        platform.register_frames(eh_block)
     unit = session.new_unit(lib, uname)
-    unit.blocks = [pack_block(p, a, s, a == eh_block) for p, a, s in blocks]
+    unit.blocks = blocks
     lib.changes += 1
     session.code_changed()
     lib.record_unit(unit)
@@ -509,8 +534,10 @@ def _commit(lib: Library, data: bytes, uname: str | None, plan: _Plan) -> Unit |
         except _Decline:
             _free(arena, blocks)
             return None
+        if eh_block:
+            platform.register_frames(eh_block)
         sym_size = plan.sym_size
-        unit = _record(lib, uname, blocks, eh_block, tuple(plan.publish),
+        unit = _record(lib, uname, [pack_block(p, a, s, a == eh_block) for p, a, s in blocks], tuple(plan.publish),
                        [(values[si] & _MASK64, fl, sym_size[si]) for si, fl in plan.publish.values()], plan.uses)
     return unit
 

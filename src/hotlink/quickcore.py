@@ -13,14 +13,19 @@ relocations copied into a page of its own (``native.relocation_free_code``).
         pools' sizes and alignments, the ``.eh_frame``, the definitions to
         publish and the undefined symbols to bind (see the layout below).
     hotlink_quick_apply(data, n, out) -> 1, or 0
-        writes the object at ``out[BASES:]`` (code, read-only, data,
-        .eh_frame) through the write view (``address + out[DELTA]``):
-        sections, ``.bss``, relocations, GOT loads relaxed, the ``.eh_frame``
-        and its terminator, which it then registers with the unwinder
-        (``out[REGISTER]``: ``__register_frame``) as its last step;
-        ``out[IMPORTS:]`` holds the undefined symbols' addresses in ``out``'s
-        order, ``out[VALUES:]`` receives every symbol's, and each
-        definition's entry its value.
+        takes the blocks (code, read-only, data, .eh_frame) at the pools'
+        tops as ``Arena.alloc_blocks`` would (``out[BUMP]`` 1: the tops at
+        ``out[TOPS:]``, moved up there for Python to set), or uses those
+        at ``out[BASES:]``; writes the object there through the write view
+        (``address + out[DELTA]``): sections, ``.bss``, relocations, GOT
+        loads relaxed, the ``.eh_frame`` and its terminator, which it then
+        registers with the unwinder (``out[REGISTER]``: ``__register_frame``)
+        as its last step; ``out[IMPORTS:]`` holds the undefined symbols'
+        addresses in ``out``'s order, ``out[VALUES:]`` receives every
+        symbol's, each definition's entry its value, and ``out[BLOCKS:]``
+        the blocks packed for the unit.  Taking the blocks is the Python
+        allocator's common case in one pass (a hole to fill first, or no
+        room at a top, is Python's to handle: the core then writes nothing).
 
 They accept a subset of what ``quick.py`` accepts and write the same bytes:
 0 means "not sure", and the Python quick link takes the object from the
@@ -51,7 +56,13 @@ IMP, IMP_WORDS = 728, 4         # per undefined symbol (64): symbol, name offset
 BASES, DELTA = 984, 988         # apply's input: the blocks (code, rodata, data, .eh_frame); write - run view
 IMPORTS, VALUES = 989, 1053     # apply's input: each undefined symbol's address; its output: every symbol's
 REGISTER = 1153                 # apply's input: the address of libgcc's __register_frame (0: do not register)
-WORDS = 1154
+# apply's input: 1 to take the blocks at the pools' tops itself (then out[BASES:] is its output), each
+# pool's top and top's end (code, rodata, data), and the first region's bounds, which the blocks must
+# be in; or 0 (out[BASES:] holds blocks allocated before).  Then 1 + the undefined symbol that is
+# _GLOBAL_OFFSET_TABLE_, whose address apply sets to the first block's, or 0.
+BUMP, TOPS, REGION, GOT_IMPORT = 1154, 1155, 1161, 1163
+BLOCKS, NBLOCKS = 1164, 1168    # apply's output: the blocks, packed as arena.pack_block packs them
+WORDS = 1169
 MAX_SECTIONS = MAX_PUBLISHED = MAX_IMPORTS = 64
 MAX_SYMBOLS = 100               # vector.MIN_ROWS: the quick link's limit too
 
@@ -1061,8 +1072,114 @@ fail:
   ret i64 0
 }
 
+; apply's bump step for one block (slot: 0-2 the pools' blocks, 3 the .eh_frame's): at its pool's
+; top out[1155 + 2 * pool], in 16-byte granules, if the top is aligned and the block fits below
+; the top's end and in the first region [out[1161], out[1162]); its address goes to out[984 + slot]
+define internal i64 @take(ptr %out, i64 %pool, i64 %size, i64 %align, i64 %slot) #1 {
+entry:
+  %bp = getelementptr i64, ptr %out, i64 984
+  %none = icmp eq i64 %size, 0
+  br i1 %none, label %empty, label %some
+empty:
+  call void @put(ptr %bp, i64 %slot, i64 0)
+  ret i64 1
+some:
+  %small = icmp ult i64 %align, 16
+  %a = select i1 %small, i64 16, i64 %align
+  %t2 = mul i64 %pool, 2
+  %ti = add i64 %t2, 1155
+  %top = call i64 @get(ptr %out, i64 %ti)
+  %ei = add i64 %ti, 1
+  %end = call i64 @get(ptr %out, i64 %ei)
+  %am = sub i64 %a, 1
+  %mis = and i64 %top, %am
+  %r0 = add i64 %size, 15
+  %r = and i64 %r0, -16
+  %nt = add i64 %top, %r
+  %lo = call i64 @get(ptr %out, i64 1161)
+  %hi = call i64 @get(ptr %out, i64 1162)
+  %b1 = icmp ne i64 %mis, 0
+  %b2 = icmp ugt i64 %nt, %end
+  %b3 = icmp ult i64 %top, %lo
+  %b4 = icmp ugt i64 %nt, %hi
+  %b12 = or i1 %b1, %b2
+  %b34 = or i1 %b3, %b4
+  %bad = or i1 %b12, %b34
+  br i1 %bad, label %no, label %yes
+yes:
+  call void @put(ptr %bp, i64 %slot, i64 %top)
+  call void @put(ptr %out, i64 %ti, i64 %nt)
+  ret i64 1
+no:
+  ret i64 0
+}
+
+; one block as arena.pack_block packs it, at out[1164 + %k] if it has bytes; the next %k
+define internal i64 @pack(ptr %out, i64 %k, i64 %pool, i64 %base, i64 %size, i64 %frame) #1 {
+entry:
+  %none = icmp eq i64 %size, 0
+  br i1 %none, label %skip, label %store
+skip:
+  ret i64 %k
+store:
+  %p = shl i64 %pool, 47
+  %f = shl i64 %frame, 49
+  %z = shl i64 %size, 50
+  %v0 = or i64 %base, %p
+  %v1 = or i64 %v0, %f
+  %v = or i64 %v1, %z
+  %w = add i64 %k, 1164
+  call void @put(ptr %out, i64 %w, i64 %v)
+  %k1 = add i64 %k, 1
+  ret i64 %k1
+}
+
 define i64 @hotlink_quick_apply(ptr %d, i64 %n, ptr %out) #0 {
 entry:
+  %ehs0 = call i64 @get(ptr %out, i64 7)
+  %ehz = icmp eq i64 %ehs0, 0
+  %ehs4 = add i64 %ehs0, 4
+  %ehn = select i1 %ehz, i64 0, i64 %ehs4
+  %bump = call i64 @get(ptr %out, i64 1154)
+  %isbump = icmp ne i64 %bump, 0
+  br i1 %isbump, label %b.take, label %begin
+; the blocks at the pools' tops (Python then moves the tops up), or 0 with nothing written
+b.take:
+  %bs0 = call i64 @get(ptr %out, i64 0)
+  %bs1 = call i64 @get(ptr %out, i64 1)
+  %bs2 = call i64 @get(ptr %out, i64 2)
+  %ba0 = call i64 @get(ptr %out, i64 3)
+  %ba1 = call i64 @get(ptr %out, i64 4)
+  %ba2 = call i64 @get(ptr %out, i64 5)
+  %k0 = call i64 @take(ptr %out, i64 0, i64 %bs0, i64 %ba0, i64 0)
+  %k1 = call i64 @take(ptr %out, i64 1, i64 %bs1, i64 %ba1, i64 1)
+  %k2 = call i64 @take(ptr %out, i64 2, i64 %bs2, i64 %ba2, i64 2)
+  %k3 = call i64 @take(ptr %out, i64 1, i64 %ehn, i64 8, i64 3)
+  %k01 = and i64 %k0, %k1
+  %k23 = and i64 %k2, %k3
+  %kall = and i64 %k01, %k23
+  %kbad = icmp eq i64 %kall, 0
+  br i1 %kbad, label %fail, label %begin
+begin:
+  ; _GLOBAL_OFFSET_TABLE_, if the object refers to it, is its first block (as the general link has it)
+  %gk = call i64 @get(ptr %out, i64 1163)
+  %hasg = icmp ne i64 %gk, 0
+  br i1 %hasg, label %g.set, label %start
+g.set:
+  %gb0 = call i64 @get(ptr %out, i64 984)
+  %gb1 = call i64 @get(ptr %out, i64 985)
+  %gb2 = call i64 @get(ptr %out, i64 986)
+  %gb3 = call i64 @get(ptr %out, i64 987)
+  %gz2 = icmp ne i64 %gb2, 0
+  %gf2 = select i1 %gz2, i64 %gb2, i64 %gb3
+  %gz1 = icmp ne i64 %gb1, 0
+  %gf1 = select i1 %gz1, i64 %gb1, i64 %gf2
+  %gz0 = icmp ne i64 %gb0, 0
+  %gf0 = select i1 %gz0, i64 %gb0, i64 %gf1
+  %gi = add i64 %gk, 988
+  call void @put(ptr %out, i64 %gi, i64 %gf0)
+  br label %start
+start:
   %bases = getelementptr i64, ptr %out, i64 984
   %delta = call i64 @get(ptr %out, i64 988)
   %imp = getelementptr i64, ptr %out, i64 989
@@ -1079,7 +1196,7 @@ entry:
   br label %v.head
 ; every symbol's value: absolute, or its section's address plus its value (0 for sections not loaded)
 v.head:
-  %vi = phi i64 [0, %entry], [%vi1, %v.store]
+  %vi = phi i64 [0, %start], [%vi1, %v.store]
   %vmore = icmp ult i64 %vi, %count
   br i1 %vmore, label %v.body, label %imports
 v.body:
@@ -1221,6 +1338,18 @@ p.body:
   %pi1 = add i64 %pi, 1
   br label %p.head
 done:
+  ; the blocks, packed for the unit
+  %pb0 = call i64 @get(ptr %bases, i64 0)
+  %pb1 = call i64 @get(ptr %bases, i64 1)
+  %pb2 = call i64 @get(ptr %bases, i64 2)
+  %ps0 = call i64 @get(ptr %out, i64 0)
+  %ps1 = call i64 @get(ptr %out, i64 1)
+  %ps2 = call i64 @get(ptr %out, i64 2)
+  %pk1 = call i64 @pack(ptr %out, i64 0, i64 0, i64 %pb0, i64 %ps0, i64 0)
+  %pk2 = call i64 @pack(ptr %out, i64 %pk1, i64 1, i64 %pb1, i64 %ps1, i64 0)
+  %pk3 = call i64 @pack(ptr %out, i64 %pk2, i64 2, i64 %pb2, i64 %ps2, i64 0)
+  %pk4 = call i64 @pack(ptr %out, i64 %pk3, i64 1, i64 %ehb, i64 %ehn, i64 1)
+  call void @put(ptr %out, i64 1168, i64 %pk4)
   ; the last step, when nothing can fail any more: the unwinder learns of the records
   %rf = call i64 @get(ptr %out, i64 1153)
   %rfnone = icmp eq i64 %rf, 0
