@@ -34,8 +34,9 @@ Handlers: TypeAlias = list[tuple[int, int | None]]
 # dso handle address -> the owner's handlers
 _handlers_by_dso: dict[int, Handlers] = {}
 _current = threading.local()   # the handler list of the unit whose initializers are running
-registered_frames = 0          # how many eh_frame tables hotlink has registered right now
+_registered = 0                # eh_frame tables registered minus deregistered here (register_frames...)
 _frames_lock = threading.Lock()
+_natively_registered = ctypes.c_int64()    # and by native code itself (quickcore.py), counted atomically
 # address -> the handler list of the live unit whose memory holds it (set by session.py)
 handlers_at: Callable[[int], Handlers | None] = lambda addr: None
 
@@ -206,27 +207,29 @@ def run_finalizers(handlers: Handlers, guarded: GuardedCall | None = None) -> li
 
 
 def register_frames(addr: int) -> None:
+    global _registered
     libc.register_frame(addr)
-    frames_registered()
-
-
-def frames_registered() -> None:
-    """Count a table registered (by ``register_frames``, or by native code
-    through ``REGISTER_FRAME``)."""
-    global registered_frames
     with _frames_lock:
-        registered_frames += 1
+        _registered += 1
 
 
-# __register_frame's address, for native code that registers tables itself (quickcore.py)
+# For native code that registers tables itself (quickcore.py): __register_frame's address, and
+# the count it adds one to for each table (an int64, atomically)
 REGISTER_FRAME: int = ctypes.cast(libc.register_frame, ctypes.c_void_p).value or 0  # type: ignore[arg-type]
+NATIVE_FRAME_COUNT: int = ctypes.addressof(_natively_registered)
 
 
 def deregister_frames(addr: int) -> None:
-    global registered_frames
+    global _registered
     libc.deregister_frame(addr)
     with _frames_lock:
-        registered_frames -= 1
+        _registered -= 1
+
+
+def __getattr__(name: str) -> int:
+    if name == "registered_frames":     # how many eh_frame tables hotlink has registered right now
+        return _registered + _natively_registered.value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- initializer sections ------------------------------------------------

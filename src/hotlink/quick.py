@@ -116,6 +116,7 @@ class _Scratch(threading.local):
     def __init__(self) -> None:
         self.out = (ctypes.c_int64 * quickcore.WORDS)()
         self.out[quickcore.REGISTER] = platform.REGISTER_FRAME
+        self.out[quickcore.COUNTER] = platform.NATIVE_FRAME_COUNT
 
 
 _scratch = _Scratch()
@@ -175,8 +176,6 @@ def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str |
         if tops is None and not _apply_allocated(core, arena, data, n, out, got, (s0, s1, s2), (a0, a1, a2),
                                                  eh_size + 4 if eh_size else 0):
             return None
-        if eh_size:
-            platform.frames_registered()
         at = quickcore.PUB
         return _record(lib, uname, out[_BLOCKS:_BLOCKS + out[quickcore.NBLOCKS]], tuple(publish),
                        [(out[at + k + 5], pub[k + 3], pub[k + 4]) for k in publish.values()], uses)

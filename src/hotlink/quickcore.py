@@ -19,8 +19,8 @@ relocations copied into a page of its own (``native.relocation_free_code``).
         at ``out[BASES:]``; writes the object there through the write view
         (``address + out[DELTA]``): sections, ``.bss``, relocations, GOT
         loads relaxed, the ``.eh_frame`` and its terminator, which it then
-        registers with the unwinder (``out[REGISTER]``: ``__register_frame``)
-        as its last step; ``out[IMPORTS:]`` holds the undefined symbols'
+        registers with the unwinder (``out[REGISTER]``: ``__register_frame``,
+        counted at ``out[COUNTER]``) as its last step; ``out[IMPORTS:]`` holds the undefined symbols'
         addresses in ``out``'s order, ``out[VALUES:]`` receives every
         symbol's, each definition's entry its value, and ``out[BLOCKS:]``
         the blocks packed for the unit.  Taking the blocks is the Python
@@ -56,13 +56,14 @@ IMP, IMP_WORDS = 728, 4         # per undefined symbol (64): symbol, name offset
 BASES, DELTA = 984, 988         # apply's input: the blocks (code, rodata, data, .eh_frame); write - run view
 IMPORTS, VALUES = 989, 1053     # apply's input: each undefined symbol's address; its output: every symbol's
 REGISTER = 1153                 # apply's input: the address of libgcc's __register_frame (0: do not register)
+COUNTER = 1154                  # and of the count it adds one to when it did (platform.NATIVE_FRAME_COUNT)
 # apply's input: 1 to take the blocks at the pools' tops itself (then out[BASES:] is its output), each
 # pool's top and top's end (code, rodata, data), and the first region's bounds, which the blocks must
 # be in; or 0 (out[BASES:] holds blocks allocated before).  Then 1 + the undefined symbol that is
 # _GLOBAL_OFFSET_TABLE_, whose address apply sets to the first block's, or 0.
-BUMP, TOPS, REGION, GOT_IMPORT = 1154, 1155, 1161, 1163
-BLOCKS, NBLOCKS = 1164, 1168    # apply's output: the blocks, packed as arena.pack_block packs them
-WORDS = 1169
+BUMP, TOPS, REGION, GOT_IMPORT = 1155, 1156, 1162, 1164
+BLOCKS, NBLOCKS = 1165, 1169    # apply's output: the blocks, packed as arena.pack_block packs them
+WORDS = 1170
 MAX_SECTIONS = MAX_PUBLISHED = MAX_IMPORTS = 64
 MAX_SYMBOLS = 100               # vector.MIN_ROWS: the quick link's limit too
 
@@ -1073,8 +1074,8 @@ fail:
 }
 
 ; apply's bump step for one block (slot: 0-2 the pools' blocks, 3 the .eh_frame's): at its pool's
-; top out[1155 + 2 * pool], in 16-byte granules, if the top is aligned and the block fits below
-; the top's end and in the first region [out[1161], out[1162]); its address goes to out[984 + slot]
+; top out[1156 + 2 * pool], in 16-byte granules, if the top is aligned and the block fits below
+; the top's end and in the first region [out[1162], out[1163]); its address goes to out[984 + slot]
 define internal i64 @take(ptr %out, i64 %pool, i64 %size, i64 %align, i64 %slot) #1 {
 entry:
   %bp = getelementptr i64, ptr %out, i64 984
@@ -1087,7 +1088,7 @@ some:
   %small = icmp ult i64 %align, 16
   %a = select i1 %small, i64 16, i64 %align
   %t2 = mul i64 %pool, 2
-  %ti = add i64 %t2, 1155
+  %ti = add i64 %t2, 1156
   %top = call i64 @get(ptr %out, i64 %ti)
   %ei = add i64 %ti, 1
   %end = call i64 @get(ptr %out, i64 %ei)
@@ -1096,8 +1097,8 @@ some:
   %r0 = add i64 %size, 15
   %r = and i64 %r0, -16
   %nt = add i64 %top, %r
-  %lo = call i64 @get(ptr %out, i64 1161)
-  %hi = call i64 @get(ptr %out, i64 1162)
+  %lo = call i64 @get(ptr %out, i64 1162)
+  %hi = call i64 @get(ptr %out, i64 1163)
   %b1 = icmp ne i64 %mis, 0
   %b2 = icmp ugt i64 %nt, %end
   %b3 = icmp ult i64 %top, %lo
@@ -1114,7 +1115,7 @@ no:
   ret i64 0
 }
 
-; one block as arena.pack_block packs it, at out[1164 + %k] if it has bytes; the next %k
+; one block as arena.pack_block packs it, at out[1165 + %k] if it has bytes; the next %k
 define internal i64 @pack(ptr %out, i64 %k, i64 %pool, i64 %base, i64 %size, i64 %frame) #1 {
 entry:
   %none = icmp eq i64 %size, 0
@@ -1128,7 +1129,7 @@ store:
   %v0 = or i64 %base, %p
   %v1 = or i64 %v0, %f
   %v = or i64 %v1, %z
-  %w = add i64 %k, 1164
+  %w = add i64 %k, 1165
   call void @put(ptr %out, i64 %w, i64 %v)
   %k1 = add i64 %k, 1
   ret i64 %k1
@@ -1140,7 +1141,7 @@ entry:
   %ehz = icmp eq i64 %ehs0, 0
   %ehs4 = add i64 %ehs0, 4
   %ehn = select i1 %ehz, i64 0, i64 %ehs4
-  %bump = call i64 @get(ptr %out, i64 1154)
+  %bump = call i64 @get(ptr %out, i64 1155)
   %isbump = icmp ne i64 %bump, 0
   br i1 %isbump, label %b.take, label %begin
 ; the blocks at the pools' tops (Python then moves the tops up), or 0 with nothing written
@@ -1162,7 +1163,7 @@ b.take:
   br i1 %kbad, label %fail, label %begin
 begin:
   ; _GLOBAL_OFFSET_TABLE_, if the object refers to it, is its first block (as the general link has it)
-  %gk = call i64 @get(ptr %out, i64 1163)
+  %gk = call i64 @get(ptr %out, i64 1164)
   %hasg = icmp ne i64 %gk, 0
   br i1 %hasg, label %g.set, label %start
 g.set:
@@ -1349,7 +1350,7 @@ done:
   %pk2 = call i64 @pack(ptr %out, i64 %pk1, i64 1, i64 %pb1, i64 %ps1, i64 0)
   %pk3 = call i64 @pack(ptr %out, i64 %pk2, i64 2, i64 %pb2, i64 %ps2, i64 0)
   %pk4 = call i64 @pack(ptr %out, i64 %pk3, i64 1, i64 %ehb, i64 %ehn, i64 1)
-  call void @put(ptr %out, i64 1168, i64 %pk4)
+  call void @put(ptr %out, i64 1169, i64 %pk4)
   ; the last step, when nothing can fail any more: the unwinder learns of the records
   %rf = call i64 @get(ptr %out, i64 1153)
   %rfnone = icmp eq i64 %rf, 0
@@ -1360,6 +1361,9 @@ register:
   %rfp = inttoptr i64 %rf to ptr
   %ehbp = inttoptr i64 %ehb to ptr
   call void %rfp(ptr %ehbp)
+  %rc = call i64 @get(ptr %out, i64 1154)
+  %rcp = inttoptr i64 %rc to ptr
+  %rc0 = atomicrmw add ptr %rcp, i64 1 seq_cst
   br label %ok
 ok:
   ret i64 1
