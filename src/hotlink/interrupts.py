@@ -110,24 +110,25 @@ class Deferred:
         self._pending.append(signum)
 
     def __enter__(self) -> Deferred:
-        if _get_ident() != _main:
-            return self
-        self._depth += 1
-        if self._depth == 1:
-            word = self._word
-            if word is not None:
-                word.value = 0
-                return self
-            # the signals with a Python handler (usually SIGINT alone), found in C
-            handlers: list[Any] = list(map(_getsignal, _DEFERRED))
-            if handlers != self._seen:
-                self._seen = handlers
-                self._swapped = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
-            saved = self._saved = self._swapped
-            note = self._noter
-            for signum, _ in saved:
-                _setsignal(signum, note)
+        if _get_ident() == _main:
+            self._depth += 1
+            if self._depth == 1:
+                if self._word is not None:
+                    self._word.value = 0
+                else:
+                    self._swap()
         return self
+
+    def _swap(self) -> None:
+        # the signals with a Python handler (usually SIGINT alone), found in C
+        handlers: list[Any] = list(map(_getsignal, _DEFERRED))
+        if handlers != self._seen:
+            self._seen = handlers
+            self._swapped = list(compress(zip(_DEFERRED, handlers), map(callable, handlers)))
+        saved = self._saved = self._swapped
+        note = self._noter
+        for signum, _ in saved:
+            _setsignal(signum, note)
 
     def checkpoint(self) -> None:
         """Run the handlers of signals noted so far (which may raise)."""
@@ -164,9 +165,8 @@ class Deferred:
         self._depth -= 1
         if self._depth:
             return
-        word = self._word
-        if word is not None:
-            word.value = _main
+        if self._word is not None:
+            self._word.value = _main
             _check_signals()
             return
         saved, self._saved = self._saved, []

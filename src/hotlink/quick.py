@@ -125,6 +125,7 @@ _SET_BASES = struct.Struct("<5q").pack_into    # quickcore's out[BASES:BASES + 5
 _SET_BUMP = struct.Struct("<10q").pack_into    # out[BUMP:BUMP + 10]: 1, the pools' tops and ends, the region, GOT
 _CODE_TOP, _RODATA_TOP, _DATA_TOP = quickcore.TOPS, quickcore.TOPS + 2, quickcore.TOPS + 4
 _BLOCKS = quickcore.BLOCKS
+_new_tuple = tuple.__new__      # a NamedTuple without the call of its __new__ in Python
 
 
 def _link_natively(core: quickcore.Core, lib: Library, data: bytes, uname: str | None) -> Unit | None:
@@ -480,9 +481,10 @@ def _record(lib: Library, uname: str | None, blocks: list[int], names: tuple[str
     lib.changes += 1
     session.code_changed()
     lib.record_unit(unit)
-    publish = lib.publish
+    # (Library.publish without what it does for a name defined or lazy before: these are not)
+    defined = lib.definitions
     for name, (address, flags, size) in zip(names, definitions):
-        publish(name, Definition(address, unit, flags, size))
+        defined[name] = _new_tuple(Definition, (address, unit, flags, size))
     unit.names = names
     if uses:
         unit.deps = set(uses)
