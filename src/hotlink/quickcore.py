@@ -1137,9 +1137,9 @@ store:
 
 define i64 @hotlink_quick_apply(ptr %d, i64 %n, ptr %out) #0 {
 entry:
-  %ehs0 = call i64 @get(ptr %out, i64 7)
-  %ehz = icmp eq i64 %ehs0, 0
-  %ehs4 = add i64 %ehs0, 4
+  %ehsize = call i64 @get(ptr %out, i64 7)
+  %ehz = icmp eq i64 %ehsize, 0
+  %ehs4 = add i64 %ehsize, 4
   %ehn = select i1 %ehz, i64 0, i64 %ehs4
   %bump = call i64 @get(ptr %out, i64 1155)
   %isbump = icmp ne i64 %bump, 0
@@ -1188,7 +1188,6 @@ start:
   %shnum = call i64 @get(ptr %out, i64 12)
   %shoff = call i64 @get(ptr %out, i64 13)
   %eh = call i64 @get(ptr %out, i64 6)
-  %ehsize = call i64 @get(ptr %out, i64 7)
   %count = call i64 @get(ptr %out, i64 10)
   %soff = call i64 @get(ptr %out, i64 11)
   %nimp = call i64 @get(ptr %out, i64 9)
