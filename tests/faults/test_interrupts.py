@@ -220,6 +220,56 @@ def test_sigint_during_replace_and_remove(scenario, compile_c, compile_cxx):
     assert int(proc.stdout.split()[-1]) >= 50, proc.stdout
 
 
+# SIGINTs over runs of tiny adds that the quick link's native core takes
+# (blocks at the pools' tops, unwind info registered and counted natively):
+# every library has its unit or none, and nothing is left behind.
+QUICK_SWEEP = PRELUDE + r"""
+from hotlink import quick, quickcore
+OBJ = open(sys.argv[2], "rb").read()
+ROUNDS = int(sys.argv[3])
+assert quickcore.core() is not None
+natively = []
+link_natively = quick._link_natively
+def counting(*args):
+    unit = link_natively(*args)
+    natively.append(unit is not None)
+    return unit
+quick._link_natively = counting
+frames0 = platform.registered_frames
+base = settle()
+split = 0
+for r in range(ROUNDS):
+    libs = [s.library(f"q{r}_{k}") for k in range(12)]
+    def add_all():
+        for lib in libs:
+            lib.add(OBJ)
+    e = attempt(add_all, 0.000004 * (r % 25))
+    linked = [bool(lib.units) for lib in libs]
+    split += bool(e) and any(linked) and not all(linked)
+    for lib, has in zip(libs, linked):
+        assert len(lib.units) == int(has), lib.units
+        if has:
+            assert lib.function("f", ctypes.c_int, [ctypes.c_int])(5) == 16
+        else:
+            assert not lib.definitions, "symbols left by an interrupted add"
+    assert platform.registered_frames == frames0 + sum(linked), "unwind tables miscounted"
+    for lib in libs:
+        lib.remove()
+    assert settle() == base, "an interrupted add left memory behind"
+    assert platform.registered_frames == frames0
+    check_exceptions()
+assert natively and all(natively), "the native core did not take the tiny objects"
+print("split", split)
+"""
+
+
+def test_sigint_over_quick_links(scenario, compile_c, compile_cxx):
+    cxx = compile_cxx(CXX_THROWER, "-fPIC")
+    tiny = compile_c("int f(int x) { return x * 3 + 1; }\n", name="tiny")
+    proc = scenario.expect_ok(QUICK_SWEEP, args=[str(cxx), str(tiny), "200"], timeout=300)
+    assert int(proc.stdout.split()[-1]) >= 20, proc.stdout      # interrupts that landed amid the adds
+
+
 # A SIGINT that lands right after the replacement is prepared and before
 # the swap (sent from PendingReplace's constructor): replace completes, and
 # the interrupt comes after it; prepare_replace aborts what it prepared.
