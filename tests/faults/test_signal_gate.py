@@ -3,7 +3,8 @@ handlers wait while a gate is open in the main thread and run when the
 outermost one closes or at a checkpoint, in both of its ways (clearing
 ``_PyRuntime.main_thread``; swapping the handlers), also across ``fork``.
 
-Each scenario signals (and forks) in its own interpreter.
+Each scenario signals (and forks) in its own interpreter: a subprocess the
+``scenario`` fixture starts, so a crash fails one test, never the run.
 """
 from __future__ import annotations
 
