@@ -192,8 +192,8 @@ def _apply_allocated(core: quickcore.Core, arena: Arena, data: bytes, n: int, ou
     except LinkError:
         return False
     # the core writes through the first region's write view, at a fixed distance from its run view
-    if len(arena.regions) != 1 and not all(arena.base <= a and a + n <= arena.base + arena.size
-                                           for _, a, n in blocks):
+    if len(arena.regions) != 1 and not all(arena.base <= a and a + size <= arena.base + arena.size
+                                           for _, a, size in blocks):
         _free(arena, blocks)
         return False
     _SET_BASES(out, quickcore.BASES * 8, base[CODE], base[RODATA], base[DATA], eh_block,
